@@ -1,0 +1,149 @@
+"""Every backward function, and whole model steps, against central differences in float64."""
+
+import numpy as np
+import pytest
+
+from vae_numpy import functional as F
+from vae_numpy import losses
+from vae_numpy.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from vae_numpy.model import VAE, Autoencoder, ModelConfig
+
+TOL = 1e-6
+
+
+def check_backward(forward, backward, inputs, dout, rng):
+    """Compare each gradient ``backward`` returns with finite differences of ``forward``."""
+    analytic = backward(dout)
+    for x, dx in zip(inputs, analytic):
+        if dx is None:
+            continue
+        num = numerical_gradient_array(lambda: forward(*inputs), x, dout)
+        assert rel_error(dx, num) < TOL
+
+
+def test_linear_backward(rng):
+    x, W, b = rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    out, cache = F.linear_forward(x, W, b)
+    dout = rng.normal(size=out.shape)
+    check_backward(lambda x, W, b: F.linear_forward(x, W, b)[0],
+                   lambda d: F.linear_backward(d, cache), [x, W, b], dout, rng)
+
+
+def test_linear_backward_can_skip_input_grad(rng):
+    x, W, b = rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    _, cache = F.linear_forward(x, W, b)
+    dx, dW, db = F.linear_backward(np.ones((5, 3)), cache, input_grad=False)
+    assert dx is None
+    np.testing.assert_allclose(dW, x.T @ np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid"])
+def test_activation_backward(name, rng):
+    fwd, bwd = getattr(F, f"{name}_forward"), getattr(F, f"{name}_backward")
+    # keep away from the ReLU's kink, where a finite difference straddles it
+    a = rng.normal(size=(6, 7))
+    a[np.abs(a) < 1e-3] = 0.5
+    out, cache = fwd(a)
+    dout = rng.normal(size=out.shape)
+    check_backward(lambda a: fwd(a)[0], lambda d: (bwd(d, cache),), [a], dout, rng)
+
+
+def test_reparameterize_backward(rng):
+    mu, log_var, eps = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    z, cache = F.reparameterize_forward(mu, log_var, eps)
+    dz = rng.normal(size=z.shape)
+    check_backward(lambda mu, lv: F.reparameterize_forward(mu, lv, eps)[0],
+                   lambda d: F.reparameterize_backward(d, cache), [mu, log_var], dz, rng)
+
+
+def test_bernoulli_nll_backward(rng):
+    logits, x = rng.normal(size=(4, 6)) * 3, rng.random((4, 6))
+    dnll = rng.normal(size=4)
+    check_backward(lambda l: losses.bernoulli_nll(l, x),
+                   lambda d: (losses.bernoulli_nll_backward(d, logits, x),), [logits], dnll, rng)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_gaussian_nll_backward(shared, rng):
+    mean, x = rng.normal(size=(4, 6)), rng.random((4, 6))
+    log_var_x = rng.normal(size=6) if not shared else np.array(0.3)
+    dnll = rng.normal(size=4)
+    dmean, dlv = losses.gaussian_nll_backward(dnll, mean, x, log_var_x)
+    num_mean = numerical_gradient_array(lambda: losses.gaussian_nll(mean, x, log_var_x), mean, dnll)
+    num_lv = numerical_gradient_array(lambda: losses.gaussian_nll(mean, x, log_var_x), log_var_x,
+                                      dnll)
+    assert rel_error(dmean, num_mean) < TOL
+    assert np.shape(dlv) == np.shape(log_var_x)
+    assert rel_error(dlv, num_lv) < TOL
+
+
+def test_kl_backward(rng):
+    mu, log_var = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    dkl = rng.normal(size=5)
+    check_backward(lambda mu, lv: losses.kl_divergence(mu, lv),
+                   lambda d: losses.kl_divergence_backward(d, mu, log_var), [mu, log_var], dkl,
+                   rng)
+
+
+def _check_model(model, x, eps):
+    """Every parameter's gradient from model.backward against finite differences."""
+    _, _, grads = model.loss_and_grads(x, eps)
+    grads = {k: v.copy() for k, v in grads.items()}
+    for name, p in model.params.items():
+        num = numerical_gradient(lambda: model.forward(x, eps)[0], p)
+        err = rel_error(grads[name], num)
+        assert err < TOL, f"{name}: relative error {err:.2e}"
+
+
+SMALL = dict(input_dim=12, hidden_dims=(7, 5), latent_dim=3)
+
+
+@pytest.mark.parametrize("likelihood,std", [("bernoulli", None), ("gaussian", None),
+                                            ("gaussian", 0.5)])
+def test_vae_step_gradients(likelihood, std, rng):
+    cfg = ModelConfig(kind="vae", likelihood=likelihood, gaussian_std=std, beta=0.7, **SMALL)
+    model = VAE(cfg, rng=0, dtype=np.float64)
+    x = rng.random((6, 12))
+    eps = rng.standard_normal((6, 3))
+    _check_model(model, x, eps)
+
+
+def test_vae_default_architecture_gradients(rng):
+    """The real 784-400-20 model: check a random subset of entries of every parameter."""
+    model = VAE(rng=0, dtype=np.float64)
+    x = rng.random((3, 784))
+    eps = rng.standard_normal((3, 20))
+    _, _, grads = model.loss_and_grads(x, eps)
+    for name, p in model.params.items():
+        flat, gflat = p.reshape(-1), grads[name].reshape(-1)
+        idx = rng.choice(flat.size, size=min(8, flat.size), replace=False)
+        num = np.empty(idx.size)
+        for j, i in enumerate(idx):
+            old = flat[i]
+            flat[i] = old + 1e-5
+            fp = float(model.forward(x, eps)[0])
+            flat[i] = old - 1e-5
+            fm = float(model.forward(x, eps)[0])
+            flat[i] = old
+            num[j] = (fp - fm) / 2e-5
+        assert rel_error(gflat[idx], num) < TOL, name
+
+
+def test_autoencoder_step_gradients(rng):
+    model = Autoencoder(ModelConfig(kind="ae", **SMALL), rng=0, dtype=np.float64)
+    x = rng.random((6, 12))
+    _check_model(model, x, None)
+
+
+def test_log_sigma_mixup_is_caught(rng):
+    """Treating log_var as log-sigma in the sampler (numpy-ml's bug) breaks the gradient check."""
+    mu, log_var, eps = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    dz = rng.normal(size=(4, 3))
+
+    def wrong_forward(lv):  # std = exp(log_var) instead of exp(log_var / 2)
+        return mu + np.exp(lv) * eps
+
+    _, cache = F.reparameterize_forward(mu, log_var, eps)
+    _, dlog_var = F.reparameterize_backward(dz, cache)
+    num = numerical_gradient_array(lambda: wrong_forward(log_var), log_var, dz)
+    assert rel_error(dlog_var, num) > 0.1

@@ -1,0 +1,903 @@
+"""Data: MNIST from its canonical IDX files, minibatches, and a synthetic handwriting set.
+
+MNIST (Yann LeCun, Corinna Cortes and Christopher J.C. Burges; CC BY-SA 3.0) comes as
+four gzip-compressed IDX files. :func:`fetch_mnist_file` finds one, in this order:
+
+1. the folder ``$VAE_NUMPY_DATA/mnist`` (for offline use; the library only reads it),
+2. the user cache ``pooch.os_cache("vae_numpy") / "mnist"``,
+3. a download into the cache from one of :data:`MNIST_MIRRORS`.
+
+Every file is checked against its SHA-256 in :data:`MNIST_SHA256` before it is used.
+Set ``VAE_NUMPY_OFFLINE=1`` to forbid downloads.
+
+The synthetic "handwriting" set (:func:`make_handwriting`) draws one cursive letter
+"l" as written by many hands. Each image is caused by known factors (slant, stroke
+width, neatness) that are returned beside the images, so a model's latent axes can be
+compared with the truth.
+
+Randomness always comes from a ``numpy.random.Generator`` passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pooch
+
+from .errors import DataError, InputError
+
+__all__ = [
+    "HANDWRITING_FACTORS",
+    "HANDWRITING_RANGES",
+    "MNIST_MIRRORS",
+    "MNIST_SHA256",
+    "Dataset",
+    "data_dirs",
+    "dynamic_binarize",
+    "fetch_mnist_file",
+    "load_mnist",
+    "make_handwriting",
+    "minibatches",
+    "read_idx",
+    "render_glyph",
+    "train_val_split",
+]
+
+# ---------------------------------------------------------------------------------------
+# Finding and verifying the MNIST files
+# ---------------------------------------------------------------------------------------
+
+#: SHA-256 of the four canonical MNIST ``.gz`` files (``../shared/data/mnist/README.md``).
+MNIST_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+    ),
+    "t10k-images-idx3-ubyte.gz": (
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+    ),
+    "t10k-labels-idx1-ubyte.gz": (
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
+    ),
+}
+
+#: Public mirrors of the canonical files, tried in order; each URL is ``mirror + name``.
+MNIST_MIRRORS: tuple[str, ...] = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+)
+
+_SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_BINARIZE_CHOICES = (None, "fixed", "dynamic")
+_OFFLINE_HINT = (
+    "set VAE_NUMPY_DATA to a folder that holds mnist/{name} "
+    "(for example VAE_NUMPY_DATA=../shared/data)"
+)
+_CHUNK_BYTES = 1 << 20
+
+# Parsed IDX arrays keyed by (resolved path, SHA-256), so a notebook that loads MNIST in
+# several cells parses each 47 MB file once. The arrays are read-only, so sharing them
+# is safe.
+_IDX_CACHE: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _user_cache_dir() -> Path:
+    """The per-user cache folder of this library (tests replace this function)."""
+    return Path(pooch.os_cache("vae_numpy"))
+
+
+def _env_data_dir() -> Path | None:
+    """``$VAE_NUMPY_DATA/mnist`` as an absolute path, or None when the variable is unset."""
+    root = os.environ.get("VAE_NUMPY_DATA", "").strip()
+    if not root:
+        return None
+    return Path(root).expanduser().absolute() / "mnist"
+
+
+def data_dirs() -> list[Path]:
+    """The folders searched for MNIST files, in the order they are searched.
+
+    Returns
+    -------
+    list of Path
+        ``$VAE_NUMPY_DATA/mnist`` when the environment variable is set (a relative value
+        is taken relative to the current working directory), then the user cache
+        ``pooch.os_cache("vae_numpy") / "mnist"``, where downloads go.
+    """
+    dirs = []
+    env_dir = _env_data_dir()
+    if env_dir is not None:
+        dirs.append(env_dir)
+    dirs.append(_user_cache_dir() / "mnist")
+    return dirs
+
+
+def _sha256_of(path: Path) -> str:
+    """SHA-256 of a file as hex, read in 1 MiB chunks so memory stays flat."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_from_env() -> bool:
+    return os.environ.get("VAE_NUMPY_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _make_downloader():
+    """The pooch downloader used for MNIST (tests replace this to simulate failures)."""
+    return pooch.HTTPDownloader(progressbar=False, timeout=60)
+
+
+def _download(url: str, sha256: str, dest: Path) -> Path:
+    """Download ``url`` to ``dest`` and check its SHA-256.
+
+    ``pooch.retrieve`` streams into a temporary file in ``dest``'s folder, checks the
+    hash, and only then moves the file to ``dest``; a failed or corrupt download
+    removes the temporary file (``pooch.core.stream_download`` and
+    ``pooch.utils.temporary_file``), so no partial file is ever left at ``dest``.
+    Tests replace this function so they never touch the network.
+    """
+    path = pooch.retrieve(
+        url,
+        known_hash=f"sha256:{sha256}",
+        fname=dest.name,
+        path=dest.parent,
+        downloader=_make_downloader(),
+    )
+    return Path(path)
+
+
+def _check_name(name: str, sha256: str | None) -> str:
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise InputError(
+            f"name must be a bare file name such as 'train-images-idx3-ubyte.gz'; got {name!r}."
+        )
+    if sha256 is None:
+        table = MNIST_SHA256  # looked up at call time so tests can substitute the table
+        if name not in table:
+            raise InputError(
+                f"unknown MNIST file {name!r}; choose one of {sorted(table)} "
+                "or pass its sha256= explicitly."
+            )
+        sha256 = table[name]
+    sha256 = str(sha256).lower()
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InputError(f"sha256 must be 64 hex digits; got {sha256!r}.")
+    return sha256
+
+
+def fetch_mnist_file(name: str, *, sha256: str | None = None, offline: bool | None = None) -> Path:
+    """Return the path of a verified MNIST file, downloading it into the cache if needed.
+
+    Parameters
+    ----------
+    name : str
+        A canonical file name, e.g. ``"train-images-idx3-ubyte.gz"``.
+    sha256 : str, optional
+        Expected SHA-256 (hex). Defaults to ``MNIST_SHA256[name]``.
+    offline : bool, optional
+        Forbid downloads. Defaults to True when the environment variable
+        ``VAE_NUMPY_OFFLINE`` is ``1`` (or ``true``/``yes``/``on``).
+
+    Returns
+    -------
+    Path
+        The file, either in ``$VAE_NUMPY_DATA/mnist`` or in the cache.
+
+    Raises
+    ------
+    DataError
+        When a file in ``$VAE_NUMPY_DATA`` fails its checksum (it is never modified),
+        or when the file is found nowhere and cannot be downloaded.
+    InputError
+        When ``name`` is not a known file name and no ``sha256`` is given.
+
+    Notes
+    -----
+    A cached file that fails its checksum is deleted and fetched again. A failed
+    download leaves no partial file behind (pooch writes to a temporary file and
+    renames it only once the hash matches).
+    """
+    expected = _check_name(name, sha256)
+    if offline is None:
+        offline = _offline_from_env()
+
+    env_dir = _env_data_dir()
+    cache_dir = _user_cache_dir() / "mnist"
+    looked = []
+    removed = None
+
+    if env_dir is not None:
+        path = env_dir / name
+        looked.append(str(path))
+        if path.is_file():
+            actual = _sha256_of(path)
+            if actual != expected:
+                raise DataError(
+                    f"{path} fails its SHA-256 check: expected {expected}, got {actual}. "
+                    "The file is damaged or is not the canonical MNIST file. vae_numpy never "
+                    "changes files under VAE_NUMPY_DATA: replace it with the canonical file "
+                    "(checksums in vae_numpy.data.MNIST_SHA256), or unset VAE_NUMPY_DATA to "
+                    f"download it into the cache {cache_dir}."
+                )
+            return path
+
+    path = cache_dir / name
+    looked.append(str(path))
+    if path.is_file():
+        if _sha256_of(path) == expected:
+            return path
+        # Ours to repair: a cached file only ever comes from a download.
+        path.unlink()
+        removed = path
+
+    note = f" (a corrupt cached copy at {removed} was deleted)" if removed else ""
+    hint = _OFFLINE_HINT.format(name=name)
+    env_note = ""
+    if env_dir is not None and not env_dir.is_dir():
+        env_note = (
+            f" VAE_NUMPY_DATA={os.environ.get('VAE_NUMPY_DATA')!r} points at {env_dir}, "
+            f"which is not a folder (the current directory is {Path.cwd()}); "
+            "an absolute path avoids this."
+        )
+    if offline:
+        raise DataError(
+            f"MNIST file {name!r} is not available offline{note}. Looked in: "
+            f"{', '.join(looked)}. Downloads are turned off (VAE_NUMPY_OFFLINE or "
+            f"offline=True). To fix it, {hint}.{env_note}"
+        )
+
+    failures = []
+    for mirror in MNIST_MIRRORS:
+        url = mirror + name
+        try:
+            return _download(url, expected, path)
+        # requests' exceptions are OSErrors; pooch raises ValueError on a hash mismatch.
+        except (OSError, ValueError) as exc:
+            failures.append(f"{url}: {type(exc).__name__}: {exc}")
+    raise DataError(
+        f"MNIST file {name!r} could not be found or downloaded{note}. Looked in: "
+        f"{', '.join(looked)}. Download attempts: {'; '.join(failures) or 'no mirrors'}. "
+        f"Without network access, {hint}.{env_note}"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Reading IDX files
+# ---------------------------------------------------------------------------------------
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a gzip-compressed IDX file of unsigned bytes.
+
+    The IDX header is a big-endian magic number ``0x000008NN`` (``0x08`` = unsigned
+    byte, ``NN`` = number of dimensions), followed by ``NN`` big-endian uint32 sizes,
+    then the payload in row-major order.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.gz`` IDX file, e.g. ``train-images-idx3-ubyte.gz``.
+
+    Returns
+    -------
+    ndarray of uint8, shape given by the header
+        ``(N, 28, 28)`` for MNIST images, ``(N,)`` for labels. The array is a
+        read-only view of the decompressed bytes; ``.copy()`` it to write to it.
+
+    Raises
+    ------
+    DataError
+        When the file is missing, not gzip, a corrupt or truncated gzip stream, has a
+        bad magic number, or holds fewer or more payload bytes than its header says.
+    """
+    path = Path(path)
+    fix = "Delete it and fetch it again (vae_numpy.data.fetch_mnist_file)."
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head != _GZIP_MAGIC:
+            raise DataError(
+                f"{path} is not a gzip file: it starts with {head!r}, not {_GZIP_MAGIC!r}. "
+                "The reader expects the canonical compressed .gz IDX files; if you "
+                "decompressed it, compress it again with gzip or fetch the original."
+            )
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist. Check the path or fetch the file.") from None
+    except EOFError as exc:
+        raise DataError(
+            f"{path} is truncated: the gzip stream ends early ({exc}); the download was "
+            f"probably interrupted. {fix}"
+        ) from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path} is a corrupt gzip file ({exc}). {fix}") from exc
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not an IDX .gz file.") from None
+
+    if len(raw) < 4:
+        raise DataError(
+            f"{path} holds {len(raw)} bytes after decompression, too few for an IDX "
+            f"header (4 bytes of magic number). {fix}"
+        )
+    magic = int.from_bytes(raw[:4], "big")
+    ndim = raw[3]
+    if raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or ndim == 0:
+        raise DataError(
+            f"{path} has magic number 0x{magic:08x}; an IDX file of unsigned bytes has "
+            "0x000008NN with NN >= 1 dimensions (0x00000803 for MNIST images, 0x00000801 "
+            "for labels). It is not an MNIST IDX file of bytes."
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(
+            f"{path} is truncated inside its header: {ndim} dimensions need {header} "
+            f"header bytes, got {len(raw)}. {fix}"
+        )
+    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = math.prod(shape)
+    got = len(raw) - header
+    if got < expected:
+        raise DataError(
+            f"{path} is truncated: its header promises shape {shape}, i.e. {expected} "
+            f"payload bytes, but it holds {got}. {fix}"
+        )
+    if got > expected:
+        raise DataError(
+            f"{path} has {got - expected} bytes of trailing garbage after the {expected} "
+            f"payload bytes its header (shape {shape}) describes. {fix}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, count=expected, offset=header).reshape(shape)
+
+
+def _read_idx_cached(path: Path, sha256: str) -> np.ndarray:
+    key = (str(Path(path).resolve()), sha256)
+    arr = _IDX_CACHE.get(key)
+    if arr is None:
+        arr = read_idx(path)
+        _IDX_CACHE[key] = arr
+    return arr
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------
+
+
+def _check_rng(rng, what: str) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise InputError(
+            f"{what} needs rng to be a numpy.random.Generator; got {type(rng).__name__}. "
+            "Pass rng=np.random.default_rng(seed)."
+        )
+    return rng
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be an integer; got {value!r}.")
+    if value < minimum:
+        raise InputError(f"{name} must be at least {minimum}; got {value}.")
+    return int(value)
+
+
+# eq=False: the generated __eq__/__hash__ would compare arrays elementwise and fail.
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images as flat rows, with optional labels.
+
+    Attributes
+    ----------
+    x : ndarray, shape (N, D)
+        Pixels, float32 in [0, 1] for the loaders of this module; ``D`` equals
+        ``prod(image_shape)``.
+    y : ndarray of int64, shape (N,), or None
+        Class labels, or None for an unlabelled set.
+    name : str
+        A short name used in figures and logs, e.g. ``"mnist-train"``.
+    image_shape : tuple of int
+        ``(rows, cols)`` to reshape a row of ``x`` into an image.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    name: str
+    image_shape: tuple[int, int] = (28, 28)
+
+    def __post_init__(self):
+        if not isinstance(self.x, np.ndarray) or self.x.ndim != 2:
+            raise InputError(
+                f"Dataset.x must be a 2-D array (N, D); got {getattr(self.x, 'shape', self.x)!r}."
+            )
+        if self.x.shape[1] != math.prod(self.image_shape):
+            raise InputError(
+                f"Dataset.x has {self.x.shape[1]} columns but image_shape {self.image_shape} "
+                f"has {math.prod(self.image_shape)} pixels; they must match."
+            )
+        if self.y is not None and (
+            not isinstance(self.y, np.ndarray) or self.y.shape != (self.x.shape[0],)
+        ):
+            raise InputError(
+                f"Dataset.y must be None or an array of shape ({self.x.shape[0]},) to match x; "
+                f"got {getattr(self.y, 'shape', self.y)!r}."
+            )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def subset(self, idx) -> Dataset:
+        """The examples selected by ``idx``.
+
+        Parameters
+        ----------
+        idx : slice, or array-like of int (M,), or array-like of bool (N,)
+            Which examples to keep, in the given order.
+
+        Returns
+        -------
+        Dataset
+            With ``x`` of shape (M, D) and ``y`` of shape (M,) or None; same name and
+            image shape.
+        """
+        if not isinstance(idx, slice):
+            idx = np.asarray(idx)
+            if idx.ndim != 1:
+                raise InputError(
+                    f"subset needs a slice or a 1-D index array; got shape {idx.shape}."
+                )
+        y = None if self.y is None else self.y[idx]
+        return Dataset(self.x[idx], y, self.name, self.image_shape)
+
+
+def dynamic_binarize(x, rng: np.random.Generator) -> np.ndarray:
+    """One Bernoulli draw per pixel: 1 with probability ``x``, else 0.
+
+    Drawing afresh each epoch ("dynamic binarization") is the usual way to train a
+    Bernoulli decoder on MNIST without overfitting to one fixed binarization.
+
+    Parameters
+    ----------
+    x : array-like, shape (...)
+        Probabilities in [0, 1].
+    rng : numpy.random.Generator
+        Source of the uniform draws.
+
+    Returns
+    -------
+    ndarray of float32, shape (...)
+        Zeros and ones.
+    """
+    rng = _check_rng(rng, "dynamic_binarize")
+    x = np.asarray(x)
+    if x.size:
+        lo, hi = x.min(), x.max()
+        if not (lo >= 0 and hi <= 1):  # also catches NaN
+            raise InputError(
+                f"dynamic_binarize needs probabilities in [0, 1]; got min {lo}, max {hi}. "
+                "Scale pixels by 1/255 first."
+            )
+    # u < x with u ~ U[0, 1) is 1 with probability x exactly (0 at x=0, 1 at x=1).
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def load_mnist(
+    split: str = "train",
+    *,
+    binarize: str | None = None,
+    rng: np.random.Generator | None = None,
+    limit: int | None = None,
+) -> Dataset:
+    """Load an MNIST split as float32 pixels in [0, 1] with int64 labels.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        60,000 training or 10,000 test images.
+    binarize : {None, "fixed", "dynamic"}
+        None keeps grey levels ``pixel / 255``; ``"fixed"`` thresholds them at 0.5;
+        ``"dynamic"`` draws each pixel once from Bernoulli(``pixel / 255``) with ``rng``
+        (for a fresh draw every epoch, keep the grey levels and call
+        :func:`dynamic_binarize` in the training loop).
+    rng : numpy.random.Generator, optional
+        Required when ``binarize="dynamic"``; not used otherwise.
+    limit : int, optional
+        Keep only the first ``limit`` examples (all of them if ``limit`` is larger).
+
+    Returns
+    -------
+    Dataset
+        ``x`` of shape (N, 784) float32, ``y`` of shape (N,) int64, ``name``
+        ``"mnist-train"`` or ``"mnist-test"``, ``image_shape`` (28, 28).
+
+    Raises
+    ------
+    InputError
+        For an unknown ``split`` or ``binarize``, a missing ``rng`` or a bad ``limit``.
+    DataError
+        When a file cannot be found, downloaded, verified or parsed (see
+        :func:`fetch_mnist_file` and :func:`read_idx`).
+
+    Notes
+    -----
+    The parsed files are kept in memory (as uint8, 55 MB for both splits), so loading
+    again is fast.
+    """
+    if split not in _SPLIT_FILES:
+        raise InputError(f"split must be one of {list(_SPLIT_FILES)}; got {split!r}.")
+    if binarize not in _BINARIZE_CHOICES:
+        raise InputError(f"binarize must be one of {list(_BINARIZE_CHOICES)}; got {binarize!r}.")
+    if binarize == "dynamic":
+        _check_rng(rng, 'load_mnist(binarize="dynamic")')
+    if limit is not None:
+        limit = _check_int(limit, "limit", 1)
+
+    images_name, labels_name = _SPLIT_FILES[split]
+    arrays = []
+    for name in (images_name, labels_name):
+        path = fetch_mnist_file(name)
+        arrays.append((path, _read_idx_cached(path, MNIST_SHA256[name])))
+    (images_path, images), (labels_path, labels) = arrays
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{images_path} (shape {images.shape}) and {labels_path} (shape {labels.shape}) "
+            "do not fit together: expected images (N, rows, cols) and labels (N,)."
+        )
+    if labels.size and labels.max() > 9:
+        raise DataError(f"{labels_path} holds label {labels.max()}; MNIST labels are 0..9.")
+
+    n = images.shape[0] if limit is None else min(limit, images.shape[0])
+    image_shape = (int(images.shape[1]), int(images.shape[2]))
+    # One float32 pass, no float64 intermediate; exact division (255 / 255 == 1.0).
+    x = np.empty((n, image_shape[0] * image_shape[1]), dtype=np.float32)
+    np.divide(images[:n].reshape(n, -1), np.float32(255), out=x, dtype=np.float32)
+    if binarize == "fixed":
+        x = (x > np.float32(0.5)).astype(np.float32)
+    elif binarize == "dynamic":
+        x = dynamic_binarize(x, rng)
+    y = labels[:n].astype(np.int64)
+    return Dataset(x, y, f"mnist-{split}", image_shape)
+
+
+def train_val_split(ds: Dataset, n_val: int, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
+    """Split a dataset at random into a training part and a validation part.
+
+    Parameters
+    ----------
+    ds : Dataset
+        N examples.
+    n_val : int
+        Size of the validation part, 1 <= n_val < N.
+    rng : numpy.random.Generator
+        Chooses which examples go to validation.
+
+    Returns
+    -------
+    train, val : Dataset
+        N - n_val and n_val examples, each kept in its original order, named
+        ``"<name>/train"`` and ``"<name>/val"``.
+    """
+    rng = _check_rng(rng, "train_val_split")
+    n = len(ds)
+    n_val = _check_int(n_val, "n_val", 1)
+    if n_val >= n:
+        raise InputError(
+            f"n_val must be smaller than the dataset's {n} examples; got {n_val}."
+        )
+    perm = rng.permutation(n)
+    val_idx = np.sort(perm[:n_val])
+    train_idx = np.sort(perm[n_val:])
+    train, val = ds.subset(train_idx), ds.subset(val_idx)
+    return (
+        Dataset(train.x, train.y, f"{ds.name}/train", ds.image_shape),
+        Dataset(val.x, val.y, f"{ds.name}/val", ds.image_shape),
+    )
+
+
+def minibatches(
+    n: int,
+    batch_size: int,
+    rng: np.random.Generator | None,
+    *,
+    drop_last: bool = False,
+) -> Iterator[np.ndarray]:
+    """Index arrays that cover ``range(n)`` once, in batches.
+
+    Parameters
+    ----------
+    n : int
+        Number of examples.
+    batch_size : int
+        Examples per batch, at least 1.
+    rng : numpy.random.Generator or None
+        Shuffles the order when given; None keeps 0, 1, ..., n-1.
+    drop_last : bool
+        Skip a final batch smaller than ``batch_size``.
+
+    Yields
+    ------
+    ndarray of int64, shape (B,)
+        ``B = batch_size``, except possibly for the last batch.
+
+    Raises
+    ------
+    InputError
+        At the call (not at the first ``next``) for a bad ``n``, ``batch_size`` or ``rng``.
+    """
+    n = _check_int(n, "n", 0)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    if rng is None:
+        order = np.arange(n, dtype=np.int64)
+    else:
+        order = _check_rng(rng, "minibatches").permutation(n).astype(np.int64, copy=False)
+    stop = n - n % batch_size if drop_last else n
+    return (order[i : i + batch_size] for i in range(0, stop, batch_size))
+
+
+# ---------------------------------------------------------------------------------------
+# Synthetic handwriting: one cursive "l" written by many hands
+# ---------------------------------------------------------------------------------------
+
+#: The factors that cause each synthetic image, in the order of ``make_handwriting``.
+HANDWRITING_FACTORS = ("slant", "stroke_width", "neatness")
+
+#: The uniform ranges ``make_handwriting`` draws each factor from.
+#: slant in radians (positive leans right), stroke_width in pixels of a 28-pixel image,
+#: neatness from 0 (shaky, sloppy) to 1 (smooth, the template exactly).
+HANDWRITING_RANGES: dict[str, tuple[float, float]] = {
+    "slant": (-0.5, 0.5),
+    "stroke_width": (1.0, 3.0),
+    "neatness": (0.0, 1.0),
+}
+
+# Control points of the letter in pixels of a 28-pixel image, x to the right and y up,
+# origin at the image centre: an entry stroke from the baseline, the loop, the
+# downstroke and an exit stroke to the right.
+_GLYPH_CONTROL = np.array(
+    [
+        (-6.4, -7.5), (-4.1, -5.7), (-0.9, -1.1), (1.8, 4.0), (2.8, 7.2), (1.7, 8.8),
+        (0.0, 8.1), (-1.1, 4.4), (-1.7, -0.2), (-1.5, -5.2), (-0.5, -8.1), (1.8, -8.8),
+        (4.1, -7.8), (6.4, -5.7),
+    ]
+)  # fmt: skip
+_POINT_SPACING = 0.6  # pixels between samples along the stroke, <= the blur below
+_SIGMA = 0.6  # pixels: temperature of the soft minimum that gives the distance field
+_LOG_FLOOR = -38.0  # exp(-38) ~ 3e-17: keeps every product well above float32 denormals
+_RENDER_CHUNK = 256  # images per block: the intermediates then stay in cache
+_SLOW_AMPLITUDE = 0.5  # pixels, for the slowest wave; decays as 1/sqrt(frequency)
+_FAST_AMPLITUDE = 0.12  # pixels, per fast wave
+
+
+def _catmull_rom(points: np.ndarray, per_segment: int = 40) -> np.ndarray:
+    """A smooth curve through ``points`` (M, 2), sampled densely: (per_segment*(M-1)+1, 2)."""
+    p = np.vstack([2 * points[0] - points[1], points, 2 * points[-1] - points[-2]])
+    t = np.linspace(0.0, 1.0, per_segment, endpoint=False)[:, None]
+    pieces = []
+    for i in range(1, len(p) - 2):
+        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
+        pieces.append(
+            0.5
+            * (
+                2 * p1
+                + (p2 - p0) * t
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                + (3 * p1 - p0 - 3 * p2 + p3) * t**3
+            )
+        )
+    pieces.append(p[-2][None])
+    return np.vstack(pieces)
+
+
+def _glyph_template() -> tuple[np.ndarray, np.ndarray]:
+    """The letter as K points equally spaced along its length, and a jitter basis.
+
+    Returns
+    -------
+    points : ndarray of float32, shape (K, 2)
+    basis : ndarray of float32, shape (K, J)
+        Smooth displacement patterns along the stroke with their amplitudes (pixels)
+        built in: a few slow waves (a sloppy overall shape) and many fast ones (tremor).
+    """
+    fine = _catmull_rom(_GLYPH_CONTROL)
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(fine, axis=0).T))])
+    k = int(np.ceil(arc[-1] / _POINT_SPACING)) + 1
+    s = np.linspace(0.0, arc[-1], k)
+    points = np.stack([np.interp(s, arc, fine[:, 0]), np.interp(s, arc, fine[:, 1])], axis=1)
+    u = (s / arc[-1])[:, None]
+    slow = np.arange(1, 5)
+    fast = np.arange(12, 21)
+    basis = np.concatenate(
+        [
+            np.cos(np.pi * slow * u) * (_SLOW_AMPLITUDE / np.sqrt(slow)),
+            np.sin(np.pi * slow * u) * (_SLOW_AMPLITUDE / np.sqrt(slow)),
+            np.cos(np.pi * fast * u) * _FAST_AMPLITUDE,
+            np.sin(np.pi * fast * u) * _FAST_AMPLITUDE,
+        ],
+        axis=1,
+    )
+    return points.astype(np.float32), basis.astype(np.float32)
+
+
+_GLYPH_POINTS, _JITTER_BASIS = _glyph_template()
+
+
+def _render(slant, stroke_width, neatness, coef, size: int) -> np.ndarray:
+    """Render M letters.
+
+    Parameters
+    ----------
+    slant, stroke_width, neatness : ndarray of float32, shape (M,)
+    coef : ndarray of float32, shape (M, J, 2)
+        Standard normal jitter coefficients, scaled here by ``1 - neatness``.
+    size : int
+
+    Returns
+    -------
+    ndarray of float32, shape (M, size, size), values in [0, 1]
+    """
+    f32 = np.float32
+    scale = f32(size / 28)
+    sigma = f32(_SIGMA) * scale
+    # The letter: template + jitter (in 28-pixel units), then the slant as a shear.
+    pts = _GLYPH_POINTS + (f32(1) - neatness)[:, None, None] * (_JITTER_BASIS @ coef)
+    x = pts[..., 0] + np.tan(slant)[:, None] * pts[..., 1]
+    centre = f32((size - 1) / 2)
+    col = centre + x * scale
+    row = centre - pts[..., 1] * scale
+    # Each point stands for the stroke length around it (half of each neighbouring gap).
+    gap = np.hypot(np.diff(col, axis=1), np.diff(row, axis=1))
+    length = np.zeros_like(col)
+    length[:, 1:] += gap / 2
+    length[:, :-1] += gap / 2
+    # Distance field via a soft minimum over the points: along a stroke,
+    #   D(p) = sum_k length_k exp(-|p - q_k|^2 / (2 sigma^2)) ~ sqrt(2 pi) sigma exp(-d^2 / (2 sigma^2))
+    # with d the distance from p to the stroke. The Gaussian factors into a row part and
+    # a column part, so D for all pixels is one (size, K) @ (K, size) product per image.
+    grid = np.arange(size, dtype=f32)
+    k = f32(-0.5) / (sigma * sigma)
+    gx = (col[..., None] - grid) ** 2 * k
+    np.maximum(gx, f32(_LOG_FLOOR), out=gx)
+    np.exp(gx, out=gx)
+    gx *= length[..., None]
+    gy = (row[..., None] - grid) ** 2 * k
+    np.maximum(gy, f32(_LOG_FLOOR), out=gy)
+    np.exp(gy, out=gy)
+    field = np.matmul(gy.transpose(0, 2, 1), gx)  # (M, size, size)
+    d2 = np.log(field / (f32(math.sqrt(2 * math.pi)) * sigma))
+    d2 *= f32(-2) * sigma * sigma
+    dist = np.sqrt(np.maximum(d2, f32(0)))
+    # Ink: full inside the stroke's half width, falling to 0 over one pixel (anti-aliasing).
+    half = (stroke_width * scale / f32(2))[:, None, None]
+    ink = half - dist
+    ink += f32(0.5)
+    return np.clip(ink, f32(0), f32(1), out=ink)
+
+
+def _check_size(size) -> int:
+    return _check_int(size, "size", 8)
+
+
+def render_glyph(
+    slant: float,
+    stroke_width: float,
+    neatness: float,
+    *,
+    rng: np.random.Generator | None = None,
+    size: int = 28,
+) -> np.ndarray:
+    """Draw one cursive "l" with the given slant, stroke width and neatness.
+
+    Parameters
+    ----------
+    slant : float
+        Shear in radians, ``|slant| < pi/2``; positive leans the letter to the right
+        (its top moves right). :data:`HANDWRITING_RANGES` keeps it inside the frame.
+    stroke_width : float
+        Width of the pen in pixels of a 28-pixel image (scaled with ``size``), in (0, 6].
+    neatness : float
+        In [0, 1]: 1 draws the smooth template, 0 the shakiest, sloppiest version.
+    rng : numpy.random.Generator, optional
+        Draws the jitter; required when ``neatness < 1``. When given, it is always drawn
+        from (the same amount whatever ``neatness`` is).
+    size : int
+        Height and width of the image in pixels, at least 8.
+
+    Returns
+    -------
+    ndarray of float32, shape (size, size)
+        Ink in [0, 1] (0 = paper, 1 = ink), like MNIST pixels divided by 255.
+    """
+    values = {"slant": slant, "stroke_width": stroke_width, "neatness": neatness}
+    for key, value in values.items():
+        if isinstance(value, bool) or not np.isscalar(value) or not np.isfinite(value):
+            raise InputError(f"{key} must be a finite number; got {value!r}.")
+    if not abs(slant) < math.pi / 2:
+        raise InputError(f"slant must lie in (-pi/2, pi/2) radians; got {slant}.")
+    if not 0 < stroke_width <= 6:
+        raise InputError(f"stroke_width must lie in (0, 6] pixels; got {stroke_width}.")
+    if not 0 <= neatness <= 1:
+        raise InputError(f"neatness must lie in [0, 1]; got {neatness}.")
+    size = _check_size(size)
+    shape = (1, _JITTER_BASIS.shape[1], 2)
+    if rng is not None:
+        coef = _check_rng(rng, "render_glyph").standard_normal(shape, dtype=np.float32)
+    elif neatness < 1:
+        raise InputError(
+            f"render_glyph needs rng for neatness < 1 (got {neatness}): the jitter is "
+            "random. Pass rng=np.random.default_rng(seed)."
+        )
+    else:
+        coef = np.zeros(shape, dtype=np.float32)
+    one = np.ones(1, dtype=np.float32)
+    image = _render(one * slant, one * stroke_width, one * neatness, coef, size)
+    return image[0]
+
+
+def make_handwriting(
+    n: int, rng: np.random.Generator, *, size: int = 28
+) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """A synthetic set of one cursive letter "l" in many hands, with its true factors.
+
+    Each image's factors are drawn independently and uniformly from
+    :data:`HANDWRITING_RANGES`:
+
+    - ``slant`` ~ U(-0.5, 0.5) radians (about +-29 degrees; positive leans right),
+    - ``stroke_width`` ~ U(1.0, 3.0) pixels (of a 28-pixel image),
+    - ``neatness`` ~ U(0, 1) (1 smooth, 0 shaky and sloppy; the jitter itself is random).
+
+    Parameters
+    ----------
+    n : int
+        Number of images, at least 1.
+    rng : numpy.random.Generator
+        The only source of randomness: the same seed gives the same set.
+    size : int
+        Image height and width in pixels (the letter scales with it), at least 8.
+
+    Returns
+    -------
+    dataset : Dataset
+        ``x`` of shape (n, size*size) float32 in [0, 1], ``y`` None, ``name``
+        ``"handwriting"``, ``image_shape`` (size, size).
+    factors : dict of str to ndarray of float32, shape (n,)
+        The true factors, keyed by the names in :data:`HANDWRITING_FACTORS`.
+    """
+    n = _check_int(n, "n", 1)
+    rng = _check_rng(rng, "make_handwriting")
+    size = _check_size(size)
+    factors = {}
+    for name in HANDWRITING_FACTORS:
+        lo, hi = HANDWRITING_RANGES[name]
+        u = rng.random(n, dtype=np.float32)
+        factors[name] = np.float32(lo) + np.float32(hi - lo) * u
+    coef = rng.standard_normal((n, _JITTER_BASIS.shape[1], 2), dtype=np.float32)
+    x = np.empty((n, size * size), dtype=np.float32)
+    for start in range(0, n, _RENDER_CHUNK):
+        block = slice(start, start + _RENDER_CHUNK)
+        images = _render(
+            factors["slant"][block],
+            factors["stroke_width"][block],
+            factors["neatness"][block],
+            coef[block],
+            size,
+        )
+        x[block] = images.reshape(len(images), -1)
+    return Dataset(x, None, "handwriting", (size, size)), factors

@@ -1,0 +1,206 @@
+"""The training loop: minibatches, one optimizer step each, a history per epoch.
+
+:func:`fit` trains a model in place and returns its :class:`History`. It shows a
+progress bar (tqdm, notebook-aware), evaluates held-out data after each epoch,
+calls callbacks, writes checkpoints, resumes from one, and stops with a clear
+error if a step produces a NaN or an infinity.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_into, save_checkpoint
+from .data import dynamic_binarize, minibatches
+from .errors import ConfigError, NonFiniteError
+from .evaluate import negative_elbo
+from .optim import SGD, Adam
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_rec", "train_kl", "test_loss", "test_rec",
+                "test_kl", "seconds")
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``history["test_loss"]`` is a list with one float per epoch.
+
+    ``train_*`` are means over the epoch's minibatches (the model changing as it
+    goes); ``test_*`` are measured after the epoch (NaN when no test set was given).
+    """
+
+    records: dict[str, list] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+
+    def __getitem__(self, key: str) -> list:
+        return self.records[key]
+
+    def append(self, **row) -> None:
+        for key in HISTORY_KEYS:
+            self.records[key].append(row.get(key, math.nan))
+
+    def __len__(self) -> int:
+        return len(self.records["epoch"])
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: list(v) for k, v in self.records.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        h = cls()
+        for key in HISTORY_KEYS:
+            h.records[key] = list(d.get(key, []))
+        return h
+
+
+Callback = Callable[[int, object, History], None]
+
+
+def make_optimizer(model, name: str = "adam", lr: float = 1e-3, **kwargs):
+    """``Adam`` or ``SGD`` over ``model.params``; Adam is fused when the backend uses numba."""
+    if name == "adam":
+        return Adam(model.params, lr=lr, fused=None if model.backend.use_numba else False,
+                    **kwargs)
+    if name == "sgd":
+        return SGD(model.params, lr=lr, **kwargs)
+    raise ConfigError(f"optimizer must be 'adam' or 'sgd'; got {name!r}")
+
+
+def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr: float = 1e-3,
+        rng=0, x_test=None, binarize: str | None = None, callbacks: Sequence[Callback] = (),
+        progress: bool = True, checkpoint: str | Path | None = None,
+        resume: str | Path | None = None, history: History | None = None,
+        log: Callable[[str], None] | None = None) -> History:
+    """Train ``model`` in place on ``x`` for ``epochs`` epochs.
+
+    Parameters
+    ----------
+    model : VAE or Autoencoder
+    x : (N, D) array in the model's dtype
+        Training data. With a Bernoulli decoder its values must lie in [0, 1].
+    epochs : int
+        The epoch to train up to (counted from 0, so resuming from a checkpoint at
+        epoch k trains epochs k+1 .. ``epochs``).
+    batch_size : int
+    optimizer : Optimizer, optional
+        Default: Adam with learning rate ``lr``.
+    rng : int or numpy.random.Generator
+        Drives shuffling, the reparameterization noise and dynamic binarization.
+    x_test : (M, D) array, optional
+        Held-out data, evaluated after every epoch (:func:`.evaluate.negative_elbo`).
+    binarize : None or "dynamic"
+        ``"dynamic"`` redraws binary pixels from ``x`` for every minibatch.
+    callbacks : sequence of callables ``f(epoch, model, history)``
+        Called after each epoch (after evaluation).
+    progress : bool
+        Show a progress bar.
+    checkpoint : path, optional
+        Write a checkpoint here after every epoch (atomically).
+    resume : path, optional
+        Continue from this checkpoint: parameters, optimizer state, RNG state,
+        epoch and history. With the same data and settings, training to n in two
+        runs gives the same parameters, bit for bit, as one run to n.
+    history : History, optional
+        Append to this history instead of a new one.
+    log : callable, optional
+        Receives one line per epoch (the CLI passes ``print``).
+
+    Returns
+    -------
+    History
+    """
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ConfigError(f"epochs must be an integer >= 0; got {epochs!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if binarize not in (None, "dynamic"):
+        raise ConfigError(f"binarize must be None or 'dynamic'; got {binarize!r}")
+    xp = model.backend.xp
+    x = xp.asarray(x)
+    model.check_input(x)  # once for the whole set, not every step
+    if x_test is not None:
+        x_test = xp.asarray(x_test)
+        model.check_input(x_test)
+    if optimizer is None:
+        optimizer = make_optimizer(model, "adam", lr)
+    history = history if history is not None else History()
+    start_epoch = 0
+    if resume is not None:
+        ckpt = load_into(model, resume)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        if ckpt.rng_state is not None:
+            rng.bit_generator.state = ckpt.rng_state
+        start_epoch = ckpt.epoch
+        history = History.from_dict(ckpt.history)
+
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    for epoch in range(start_epoch + 1, epochs + 1):
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
+        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
+        for step, idx in enumerate(minibatches(n, batch_size, rng), start=1):
+            xb = x[xp.asarray(idx)] if xp is not np else x[idx]
+            if binarize == "dynamic":
+                xb = xp.asarray(dynamic_binarize(model.backend.asnumpy(xb), rng))
+            eps = model.noise(xb.shape[0], rng)
+            _, terms, grads = model.loss_and_grads(xb, eps, check=False)
+            if not math.isfinite(terms["loss"]):
+                raise NonFiniteError(_diverged_message(epoch, step, terms, optimizer, checkpoint))
+            optimizer.step(grads)
+            for key in sums:
+                sums[key] += terms[key] * xb.shape[0]
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{terms['loss']:.2f}")
+        if bar is not None:
+            bar.close()
+        if not bool(xp.isfinite(model.flat).all()):
+            raise NonFiniteError(_diverged_message(epoch, steps_per_epoch, {"loss": math.nan},
+                                                   optimizer, checkpoint))
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "seconds": seconds}
+        row.update({f"train_{k}": v / n for k, v in sums.items()})
+        if x_test is not None:
+            row.update({f"test_{k}": v for k, v in negative_elbo(model, x_test).items()})
+        history.append(**row)
+        if log is not None:
+            log(_epoch_line(row))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer=optimizer, epoch=epoch, rng=rng,
+                            history=history.to_dict())
+        for callback in callbacks:
+            callback(epoch, model, history)
+    return history
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
+
+
+def _epoch_line(row: dict) -> str:
+    line = (f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} "
+            f"(rec {row['train_rec']:.3f}, kl {row['train_kl']:.3f})")
+    if "test_loss" in row:
+        line += (f"  test -ELBO {row['test_loss']:.3f} "
+                 f"(rec {row['test_rec']:.3f}, kl {row['test_kl']:.3f})")
+    return line + f"  {row['seconds']:.1f}s"
+
+
+def _diverged_message(epoch, step, terms, optimizer, checkpoint) -> str:
+    where = f"training diverged at epoch {epoch}, step {step}: the loss is {terms['loss']}"
+    hint = (f". Try a smaller learning rate (it is {optimizer.lr:g}) and check that the data "
+            "lie in [0, 1]")
+    kept = f"; the last good checkpoint, {checkpoint}, is intact" if checkpoint else ""
+    return where + hint + kept + "."
+
