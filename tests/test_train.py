@@ -122,3 +122,20 @@ def test_same_seed_same_result(data):
     fit(a, x, epochs=1, batch_size=64, rng=7, progress=False)
     fit(b, x, epochs=1, batch_size=64, rng=7, progress=False)
     assert np.array_equal(a.flat, b.flat)
+
+
+def test_train_cached_trains_once_then_loads(tmp_path, monkeypatch):
+    from vae_numpy import train
+
+    monkeypatch.setenv("VAE_NUMPY_CACHE", str(tmp_path))
+    calls = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    a, ha = train.train_cached(CFG, dataset="handwriting", epochs=1, limit=500, progress=False)
+    b, hb = train.train_cached(CFG, dataset="handwriting", epochs=1, limit=500, progress=False)
+    assert calls == [1]
+    assert np.array_equal(a.flat, b.flat)
+    assert ha["test_loss"] == hb["test_loss"]
+    c, _ = train.train_cached(CFG, dataset="handwriting", epochs=1, limit=400, progress=False)
+    assert calls == [1, 1] and not np.array_equal(a.flat, c.flat)
+    assert len(list((tmp_path / "models").glob("*.npz"))) == 2

@@ -599,9 +599,7 @@ def train_val_split(ds: Dataset, n_val: int, rng: np.random.Generator) -> tuple[
     n = len(ds)
     n_val = _check_int(n_val, "n_val", 1)
     if n_val >= n:
-        raise InputError(
-            f"n_val must be smaller than the dataset's {n} examples; got {n_val}."
-        )
+        raise InputError(f"n_val must be smaller than the dataset's {n} examples; got {n_val}.")
     perm = rng.permutation(n)
     val_idx = np.sort(perm[:n_val])
     train_idx = np.sort(perm[n_val:])
@@ -767,10 +765,11 @@ def _render(slant, stroke_width, neatness, coef, size: int) -> np.ndarray:
     length = np.zeros_like(col)
     length[:, 1:] += gap / 2
     length[:, :-1] += gap / 2
-    # Distance field via a soft minimum over the points: along a stroke,
-    #   D(p) = sum_k length_k exp(-|p - q_k|^2 / (2 sigma^2)) ~ sqrt(2 pi) sigma exp(-d^2 / (2 sigma^2))
-    # with d the distance from p to the stroke. The Gaussian factors into a row part and
-    # a column part, so D for all pixels is one (size, K) @ (K, size) product per image.
+    # Distance field via a soft minimum over the points: near a stroke,
+    #   D(p) = sum_k length_k exp(-|p - q_k|^2 / (2 s^2)) ~ sqrt(2 pi) s exp(-d^2 / (2 s^2))
+    # with d the distance from p to the stroke and s = sigma. The Gaussian factors into a
+    # row part and a column part, so D for all pixels is one (size, K) @ (K, size) product
+    # per image. Inverting the approximation gives d, and the ink follows from d.
     grid = np.arange(size, dtype=f32)
     k = f32(-0.5) / (sigma * sigma)
     gx = (col[..., None] - grid) ** 2 * k
@@ -846,8 +845,13 @@ def render_glyph(
         )
     else:
         coef = np.zeros(shape, dtype=np.float32)
-    one = np.ones(1, dtype=np.float32)
-    image = _render(one * slant, one * stroke_width, one * neatness, coef, size)
+    image = _render(
+        np.array([slant], dtype=np.float32),
+        np.array([stroke_width], dtype=np.float32),
+        np.array([neatness], dtype=np.float32),
+        coef,
+        size,
+    )
     return image[0]
 
 

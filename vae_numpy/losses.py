@@ -104,16 +104,23 @@ def kl_divergence(mu, log_var):
 
 
 def kl_per_dim(mu, log_var):
-    """The KL of each latent unit separately, shape (N, K); sums to :func:`kl_divergence`."""
+    """The KL of each latent unit separately, shape (N, K); sums to :func:`kl_divergence`.
+
+    ``exp(log_var) - 1`` is computed as ``expm1(log_var)``: near ``log_var = 0`` (a unit
+    that has collapsed to the prior) the plain form cancels to a few correct digits in
+    float32. Nothing is clamped: in float32 the KL is finite for ``log_var`` up to
+    about 88 (``exp`` overflows at 88.7); beyond that training has diverged, and the
+    training loop's NaN guard says so.
+    """
     xp = array_module(mu)
-    return 0.5 * (mu * mu + xp.exp(log_var) - 1.0 - log_var)
+    return 0.5 * (mu * mu + (xp.expm1(log_var) - log_var))
 
 
 def kl_divergence_backward(dkl, mu, log_var):
     """``dmu = dkl * mu`` and ``dlog_var = dkl * (exp(log_var) - 1) / 2``, each (N, K)."""
     xp = array_module(mu)
     dmu = dkl[:, None] * mu
-    dlog_var = dkl[:, None] * (0.5 * (xp.exp(log_var) - 1.0))
+    dlog_var = dkl[:, None] * (0.5 * xp.expm1(log_var))
     return dmu, dlog_var
 
 

@@ -204,3 +204,93 @@ def _diverged_message(epoch, step, terms, optimizer, checkpoint) -> str:
     kept = f"; the last good checkpoint, {checkpoint}, is intact" if checkpoint else ""
     return where + hint + kept + "."
 
+
+
+def model_cache_dir() -> Path:
+    """Where :func:`train_cached` keeps trained models: ``$VAE_NUMPY_CACHE`` or the user cache."""
+    import os
+
+    root = os.environ.get("VAE_NUMPY_CACHE")
+    if root:
+        return Path(root).expanduser().absolute() / "models"
+    import pooch
+
+    return Path(pooch.os_cache("vae_numpy")) / "models"
+
+
+def _source_digest() -> str:
+    """A hash of the library's code that shapes a trained model (a change retrains)."""
+    import hashlib
+
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("functional.py", "losses.py", "model.py", "optim.py", "kernels.py", "train.py",
+                 "data.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size: int = 128,
+                 lr: float = 1e-3, seed: int = 0, limit: int | None = None, progress: bool = True,
+                 backend=None):
+    """Train a model on MNIST (or the handwriting set), or load it if trained before.
+
+    Chapters that need a trained model call this: the first call trains (seeded,
+    so deterministic on a given machine and thread count) and stores a checkpoint
+    in :func:`model_cache_dir`; later calls with the same arguments, and the same
+    library code, load it. Nothing is written into the repository.
+
+    Parameters
+    ----------
+    config : ModelConfig
+    dataset : {"mnist", "handwriting"}
+        MNIST with pixel values (grey levels) as targets, or 12,000 synthetic
+        handwriting images (10,000 to train, the rest held out).
+    epochs, batch_size, lr, seed : training settings (Adam).
+    limit : int, optional
+        Train on the first ``limit`` examples only.
+
+    Returns
+    -------
+    model : VAE or Autoencoder
+    history : History
+    """
+    import hashlib
+    import json
+
+    from .backend import get_backend
+    from .checkpoint import load_checkpoint
+    from .model import make_model
+
+    backend = get_backend(backend)
+    key = json.dumps({"config": json.loads(config.to_json()), "dataset": dataset,
+                      "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                      "limit": limit, "backend": backend.name, "code": _source_digest()},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = model_cache_dir() / f"{config.kind}-{dataset}-{digest}.npz"
+    if path.is_file():
+        try:
+            ckpt = load_checkpoint(path, backend=backend)
+            return ckpt.model, History.from_dict(ckpt.history)
+        except Exception:  # a damaged cache entry is retrained, never trusted
+            path.unlink(missing_ok=True)
+    x, x_test = _cached_dataset(dataset)
+    if limit is not None:
+        x = x[:limit]
+    model = make_model(config, np.random.default_rng(seed), backend=backend)
+    history = fit(model, x, epochs=epochs, batch_size=batch_size, lr=lr, rng=seed,
+                  x_test=x_test, progress=progress)
+    save_checkpoint(path, model, epoch=epochs, history=history.to_dict())
+    return model, history
+
+
+def _cached_dataset(dataset: str):
+    from .data import load_mnist, make_handwriting
+
+    if dataset == "mnist":
+        return load_mnist("train").x, load_mnist("test").x
+    if dataset == "handwriting":
+        ds, _ = make_handwriting(12000, np.random.default_rng(0))
+        return ds.x[:10000], ds.x[10000:]
+    raise ConfigError(f"dataset must be 'mnist' or 'handwriting'; got {dataset!r}")
