@@ -139,3 +139,30 @@ def test_train_cached_trains_once_then_loads(tmp_path, monkeypatch):
     c, _ = train.train_cached(CFG, dataset="handwriting", epochs=1, limit=400, progress=False)
     assert calls == [1, 1] and not np.array_equal(a.flat, c.flat)
     assert len(list((tmp_path / "models").glob("*.npz"))) == 2
+
+
+def test_an_interrupted_figure_write_leaves_the_old_png(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vae_numpy.plots import image_grid, save_figure
+
+    path = tmp_path / "grid.png"
+    ax = image_grid(np.zeros((4, 784), np.float32))
+    save_figure(ax.figure, path)
+    before = path.read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    def explode(*args, **kwargs):
+        raise Boom
+
+    ax.figure.savefig = explode
+    with pytest.raises(Boom):
+        save_figure(ax.figure, path)
+    plt.close("all")
+    assert path.read_bytes() == before and before[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]

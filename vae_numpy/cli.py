@@ -19,14 +19,17 @@ from .errors import InputError, VAEError
 DATASETS = ("mnist", "handwriting")
 
 
-def _load_dataset(name: str, *, binarize: str | None, seed: int):
-    """``(x_train, x_test, image_shape)`` for a dataset name or an ``.npy`` file."""
+def _load_dataset(name: str, *, binarize: str | None, seed: int, train: bool = True):
+    """``(x_train, x_test, image_shape)`` for a dataset name or an ``.npy`` file.
+
+    With ``train=False`` only the test part is needed and ``x_train`` may be None.
+    """
     from . import data
 
     if name == "mnist":
         fixed = "fixed" if binarize == "fixed" else None
-        return (data.load_mnist("train", binarize=fixed).x,
-                data.load_mnist("test", binarize=fixed).x, (28, 28))
+        x_train = data.load_mnist("train", binarize=fixed).x if train else None
+        return x_train, data.load_mnist("test", binarize=fixed).x, (28, 28)
     if name == "handwriting":
         rng = np.random.default_rng(seed + 1)
         ds, _ = data.make_handwriting(12000, rng)
@@ -110,7 +113,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import active_units, iw_log_likelihood, negative_elbo
 
     model = load_checkpoint(args.checkpoint, backend=args.backend).model
-    _, x_test, _ = _load_dataset(args.dataset, binarize=None, seed=0)
+    _, x_test, _ = _load_dataset(args.dataset, binarize=None, seed=0, train=False)
     if model.config.input_dim != x_test.shape[1]:
         raise InputError(f"the checkpoint's model reads {model.config.input_dim} inputs; "
                          f"{args.dataset} has {x_test.shape[1]}")

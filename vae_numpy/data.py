@@ -252,8 +252,13 @@ def fetch_mnist_file(name: str, *, sha256: str | None = None, offline: bool | No
     if env_dir is not None and not env_dir.is_dir():
         env_note = (
             f" VAE_NUMPY_DATA={os.environ.get('VAE_NUMPY_DATA')!r} points at {env_dir}, "
-            f"which is not a folder (the current directory is {Path.cwd()}); "
-            "an absolute path avoids this."
+            f"which is not a folder"
+            + (
+                f" (relative to the current directory {Path.cwd()}; an absolute path "
+                "avoids this)."
+                if not Path(os.environ.get("VAE_NUMPY_DATA", "")).expanduser().is_absolute()
+                else "."
+            )
         )
     if offline:
         raise DataError(
