@@ -154,6 +154,24 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_benchmark, to_markdown, write_outputs
+
+    if args.epochs < 1:
+        raise InputError(f"--epochs must be >= 1; got {args.epochs}")
+    if args.backend not in (None, "numpy"):
+        raise InputError("bench compares the backends itself; leave out --backend")
+    result = run_benchmark(epochs=args.epochs, batch_size=args.batch_size,
+                           limit=args.limit or None, use_torch=not args.no_torch,
+                           seed=args.seed, gemm_reps=args.gemm_reps, extras=not args.quick,
+                           log=lambda line: print(line, flush=True))
+    md, js = write_outputs(result, args.out, name=args.name)
+    print()
+    print(to_markdown(result))
+    print(f"wrote {md} and {js}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vae_numpy",
@@ -204,6 +222,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("bench", help="time training: numba path, reference, GEMM floor, PyTorch",
+                       description="Train the default VAE along four paths, one epoch of each "
+                       "in turn: the numba path, the NumPy reference path, the GEMMs alone, and "
+                       "PyTorch on the CPU when it is installed. Report median seconds per "
+                       "epoch, their ratios and where the time goes; time every GEMM shape in "
+                       "BLAS and in numba; measure compilation and peak memory. Writes a "
+                       "Markdown table and JSON into --out.")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per path (default: 3)")
+    p.add_argument("--batch-size", type=int, default=128, help="default: 128")
+    p.add_argument("--limit", type=int, default=0,
+                   help="train on the first N MNIST images only (default: all 60,000)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--quick", action="store_true",
+                   help="only the four paths: no GEMM table, compilation or memory runs")
+    p.add_argument("--gemm-reps", type=int, default=30,
+                   help="repetitions per GEMM shape (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--out", default="bench-out", help="output folder (default: bench-out)")
+    p.add_argument("--name", default="bench",
+                   help="file names: NAME.md and NAME.json (default: bench)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -335,7 +335,18 @@ class _MLPModel:
         """One forward and backward pass: ``(loss, terms, grads)``.
 
         ``grads`` is ``model.grads`` (name -> array), overwritten by each call.
+
+        With numba on (backend ``numpy``) and a float32 Bernoulli model, this runs
+        :class:`vae_numpy.fused.FusedStep`: the same arithmetic as
+        :meth:`forward` then :meth:`backward`, in preallocated buffers with fused
+        kernels. Everything else takes the readable path below.
         """
+        if self.backend.use_numba and isinstance(x, np.ndarray):
+            from .fused import fused_step_for
+
+            step = fused_step_for(self)
+            if step is not None and x.dtype == self.dtype:
+                return step(x, eps, check=check)
         loss, terms, cache = self.forward(x, eps, check=check)
         return loss, terms, self.backward(cache)
 

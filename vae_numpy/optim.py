@@ -63,7 +63,8 @@ class Optimizer:
             if key == "t":
                 continue
             slot, name = key.split("/", 1)
-            self._slot(name, slot)[...] = value
+            arr = self._slot(name, slot)
+            arr[...] = array_module(arr).asarray(value)  # CuPy takes no NumPy array here
 
     def _slot(self, name: str, slot: str):
         slots = self.state.setdefault(name, {})
@@ -125,7 +126,7 @@ class Adam(Optimizer):
                 }
 
     def step(self, grads: dict) -> None:
-        flat_grad = _common_buffer(grads) if self._flat is not None else None
+        flat_grad = self._flat_grad(grads) if self._flat is not None else None
         if flat_grad is None or flat_grad.shape != self._flat.shape:
             return super().step(grads)
         from .kernels import adam_update
@@ -133,6 +134,18 @@ class Adam(Optimizer):
         self.t += 1
         adam_update(self._flat, flat_grad, self._m_flat, self._v_flat, self.lr, self.b1,
                     self.b2, self.eps, self.t)
+
+    def _flat_grad(self, grads: dict):
+        # Checking that the gradients are views of one buffer walks every array; the
+        # training loop passes the same dict of the same arrays each step (model.grads),
+        # so the answer is kept for as long as the arrays are the same objects.
+        cached = getattr(self, "_grad_cache", None)
+        if (cached is not None and cached[0] is grads and len(grads) == len(cached[1])
+                and all(a is b for a, b in zip(grads.values(), cached[1]))):
+            return cached[2]
+        flat = _common_buffer(grads)
+        self._grad_cache = (grads, tuple(grads.values()), flat)
+        return flat
 
     def _update(self, name, p, g):
         m = self._slot(name, "m")

@@ -224,8 +224,8 @@ def _source_digest() -> str:
 
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("functional.py", "losses.py", "model.py", "optim.py", "kernels.py", "train.py",
-                 "data.py"):
+    for name in ("functional.py", "losses.py", "model.py", "optim.py", "kernels.py", "fused.py",
+                 "backend.py", "train.py", "evaluate.py", "data.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
 
