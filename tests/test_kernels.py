@@ -5,6 +5,7 @@ instead of a multiply and an add, a polynomial ``exp`` instead of the C
 library's), so they agree to a few units in the last place, not bit for bit.
 """
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -23,7 +24,7 @@ F32 = np.float32
 
 shapes = st.tuples(st.integers(1, 70), st.integers(1, 90))
 seeds = st.integers(0, 2**32 - 1)
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "200")), deadline=None)
 
 
 def randn(rng, *shape, scale=1.0):
