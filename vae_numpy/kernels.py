@@ -277,11 +277,14 @@ def _relu_backward(dh, h, db):
 
 
 def relu_backward(dh, h, db, dh2=None):
-    """Fused :func:`relu_backward_reference` (mask, bias gradient, optional sum: one pass)."""
+    """Fused :func:`relu_backward_reference`: mask and bias gradient in one pass.
+
+    With ``dh2`` the two gradients are first added by NumPy (a second pass).
+    """
     arrays = (dh, h, db) if dh2 is None else (dh, h, db, dh2)
     if _use_numba(*arrays) and all(a.flags.c_contiguous for a in arrays):
         if dh2 is not None:
-            dh += dh2  # BLAS-speed add; the kernel then masks and sums in one pass
+            dh += dh2
         _relu_backward(dh, h, db)
         return dh
     return relu_backward_reference(dh, h, db, dh2)
