@@ -601,6 +601,28 @@ def matmul_reference(a, b, out):
     return np.matmul(a, b, out=out)
 
 
+@_inline
+def _add4(o, a0, w0, a1, w1, a2, w2, a3, w3):
+    """``o += a0 w0 + a1 w1 + a2 w2 + a3 w3`` along a row, in a fixed order."""
+    for j in range(o.shape[0]):
+        o[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
+
+
+@_inline
+def _add1(o, a0, w0):
+    """``o += a0 w0`` along a row."""
+    for j in range(o.shape[0]):
+        o[j] += a0 * w0[j]
+
+
+@_inline
+def _relu_row(o):
+    zero = _F32(0.0)
+    for j in range(o.shape[0]):
+        v = o[j]
+        o[j] = zero if v < zero else v   # NaN stays NaN, as np.maximum does
+
+
 @_njit
 def _matmul_nn(a, w, b, out, act):
     """``out = act(a @ w + b)``: a (N, K), w (K, H), b (H,) or empty; act 0 none, 1 ReLU."""
@@ -628,25 +650,14 @@ def _matmul_nn(a, w, b, out, act):
                 a1 = ai[k + 1]
                 a2 = ai[k + 2]
                 a3 = ai[k + 3]
-                w0 = w[k]
-                w1 = w[k + 1]
-                w2 = w[k + 2]
-                w3 = w[k + 3]
-                for j in range(H):
-                    o[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
+                _add4(o, a0, w[k], a1, w[k + 1], a2, w[k + 2], a3, w[k + 3])
                 k += 4
             while k < k1:
-                a0 = ai[k]
-                w0 = w[k]
-                for j in range(H):
-                    o[j] += a0 * w0[j]
+                _add1(o, ai[k], w[k])
                 k += 1
     if act == 1:
         for i in range(N):
-            o = out[i]
-            for j in range(H):
-                v = o[j]
-                o[j] = zero if v < zero else v
+            _relu_row(out[i])
 
 
 @_njit
@@ -670,17 +681,12 @@ def _matmul_tn(a, d, out):
             a1 = a[i + 1, k]
             a2 = a[i + 2, k]
             a3 = a[i + 3, k]
-            o = out[k]
-            for j in range(H):
-                o[j] += (a0 * d0[j] + a1 * d1[j]) + (a2 * d2[j] + a3 * d3[j])
+            _add4(out[k], a0, d0, a1, d1, a2, d2, a3, d3)
         i += 4
     while i < N:
         d0 = d[i]
         for k in range(K):
-            a0 = a[i, k]
-            o = out[k]
-            for j in range(H):
-                o[j] += a0 * d0[j]
+            _add1(out[k], a[i, k], d0)
         i += 1
 
 
@@ -923,7 +929,6 @@ def csr_from_dense(x, indptr=None, indices=None, values=None):
 def _spmm_bias_act(indptr, indices, values, w, b, out, act):
     N = indptr.size - 1
     H = w.shape[1]
-    zero = _F32(0.0)
     for i in range(N):
         o = out[i]
         for j in range(H):
@@ -931,27 +936,14 @@ def _spmm_bias_act(indptr, indices, values, w, b, out, act):
         k = indptr[i]
         e = indptr[i + 1]
         while k + 4 <= e:
-            w0 = w[indices[k]]
-            w1 = w[indices[k + 1]]
-            w2 = w[indices[k + 2]]
-            w3 = w[indices[k + 3]]
-            v0 = values[k]
-            v1 = values[k + 1]
-            v2 = values[k + 2]
-            v3 = values[k + 3]
-            for j in range(H):
-                o[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j])
+            _add4(o, values[k], w[indices[k]], values[k + 1], w[indices[k + 1]],
+                  values[k + 2], w[indices[k + 2]], values[k + 3], w[indices[k + 3]])
             k += 4
         while k < e:
-            w0 = w[indices[k]]
-            v0 = values[k]
-            for j in range(H):
-                o[j] += v0 * w0[j]
+            _add1(o, values[k], w[indices[k]])
             k += 1
         if act == 1:
-            for j in range(H):
-                v = o[j]
-                o[j] = zero if v < zero else v
+            _relu_row(o)
 
 
 def spmm_bias_act(csr, w, b, out, relu: bool = True):
@@ -976,10 +968,7 @@ def _spmm_tn(indptr, indices, values, d, out):
     for i in range(N):
         di = d[i]
         for k in range(indptr[i], indptr[i + 1]):
-            o = out[indices[k]]
-            v = values[k]
-            for j in range(H):
-                o[j] += v * di[j]
+            _add1(out[indices[k]], values[k], di)
 
 
 def spmm_tn(csr, d, out):
