@@ -4,11 +4,11 @@ Outputs are not committed: the book build and nbval execute every chapter, so sa
 outputs would only be stale copies (and nbval --nbval-lax ignores them anyway).
 """
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -17,20 +17,12 @@ CLEAR = ("clear all outputs and save (JupyterLab: Edit > Clear Outputs of All Ce
 
 
 def toc_entries() -> list[str]:
-    """Every `root` and `file` entry of _toc.yml, in order, as written there."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    entries = [toc["root"]]
-
-    def walk(items):
-        for item in items or []:
-            if "file" in item:
-                entries.append(item["file"])
-            walk(item.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return entries
+    """Every `root` and `file` entry of _toc.yml, in reading order (the screenshot tool's walk)."""
+    spec = importlib.util.spec_from_file_location("screenshot_book",
+                                                  ROOT / "tools" / "screenshot_book.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.toc_pages(ROOT / "_toc.yml")
 
 
 def source_of(entry: str) -> Path | None:
