@@ -10,6 +10,7 @@ from vae_numpy.evaluate import (
     iw_log_likelihood,
     kl_per_dimension,
     log_importance_weights,
+    nearest_neighbours,
     negative_elbo,
 )
 from vae_numpy.model import VAE, Autoencoder, ModelConfig
@@ -177,3 +178,15 @@ def test_fused_adam_matches_plain_adam(rng):
         plain.step(b.loss_and_grads(x, eps)[2])
     np.testing.assert_allclose(a.flat, b.flat, rtol=1e-4, atol=1e-6)
     assert fused.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_nearest_neighbours_matches_brute_force(rng):
+    a = rng.standard_normal((37, 5)).astype(np.float32)
+    b = rng.standard_normal((53, 5)).astype(np.float32)
+    full = np.sqrt(((a[:, None, :].astype(np.float64) - b[None]) ** 2).sum(axis=2))
+    idx, dist = nearest_neighbours(a, b, chunk=8)          # several chunks, a ragged last
+    np.testing.assert_array_equal(idx, full.argmin(axis=1))
+    np.testing.assert_allclose(dist, full.min(axis=1), rtol=1e-9, atol=1e-9)
+    same, zero = nearest_neighbours(b, b)
+    np.testing.assert_array_equal(same, np.arange(len(b)))
+    assert np.all(zero < 1e-6)

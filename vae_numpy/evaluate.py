@@ -125,3 +125,30 @@ def active_units(model: VAE, x, *, threshold: float = 0.01, batch_size: int = 10
 def bits_per_dim(nats_per_example: float, dims: int = 784) -> float:
     """Convert nats per example to bits per dimension."""
     return nats_per_example / (dims * math.log(2.0))
+
+
+def nearest_neighbours(a, b, *, chunk: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``a`` (n, D), the nearest row of ``b`` (m, D), by Euclidean distance.
+
+    Computed in float64 from ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b``, ``chunk`` rows of
+    ``a`` at a time (so an (n, m) matrix never needs to fit in memory). The book uses it
+    to ask which real digit a decoded image looks like, and how far a code lies from
+    the training codes.
+
+    Returns
+    -------
+    idx : (n,) int array, the row of ``b`` nearest to each row of ``a``
+    dist : (n,) float64 array, its distance
+    """
+    b64 = np.asarray(b, dtype=np.float64)
+    bb = (b64 ** 2).sum(axis=1)
+    idx, dist = [], []
+    for s in range(0, len(a), chunk):
+        aa = np.asarray(a[s:s + chunk], dtype=np.float64)
+        d2 = (aa ** 2).sum(axis=1)[:, None] + bb[None, :] - 2 * aa @ b64.T
+        i = d2.argmin(axis=1)
+        idx.append(i)
+        dist.append(np.sqrt(np.maximum(d2[np.arange(len(i)), i], 0)))
+    if not idx:
+        return np.zeros(0, dtype=np.intp), np.zeros(0)
+    return np.concatenate(idx), np.concatenate(dist)
