@@ -26,7 +26,13 @@ pass (:data:`NUMBA_GEMMS`). What was measured and left out
 other shapes, a sparse first layer in numba, gathering only the non-zero columns
 (:class:`vae_numpy.kernels.ActiveColumns`, still available as
 ``first_layer="compact"``), and splitting the kernels over two threads. None was
-faster on the two-core machine the book was built on.
+faster on the two-core machine the book was built on. Two more were tried by hand
+there and left out: running each half of the batch on its own thread with
+single-threaded BLAS (a step without Adam took about 3.0 ms instead of 2.6 ms: the work
+between the GEMMs does not halve with the batch, and a 64-row GEMM on one core took
+only about 10% less than BLAS's own two threads on 128 rows), and Adam with a Newton
+reciprocal instead of its division (no faster: Adam is bound by memory traffic, not
+by the divider).
 
 A step allocates no NumPy array: only the few Python floats of its result.
 
