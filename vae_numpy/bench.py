@@ -456,7 +456,7 @@ def gemm_times(config, batch: int = 128, reps: int = 20, seed: int = 0) -> list[
         out = np.empty((g.m, g.n), np.float32)
         fns[i] = (lambda a=a.T if g.trans_a else a, w=w.T if g.trans_b else w, o=out:
                   np.matmul(a, w, out=o))
-    med = _time_interleaved(fns, reps)
+    med = time_interleaved(fns, reps)
     return [{"name": g.name, "shape": f"{g.m} x {g.k} x {g.n}", "flops": g.flops,
              "seconds": med[i], "gflops": g.flops / med[i] / 1e9}
             for i, g in enumerate(shapes)]
@@ -484,8 +484,8 @@ def profile(backend: str, x, *, batch_size: int = 128, seed: int = 0, config=Non
 
 
 # -- the GEMM table: BLAS against numba at every shape ---------------------------------
-def _time_interleaved(fns: dict, reps: int) -> dict:
-    """Median seconds of each callable, calling them in turn ``reps`` times."""
+def time_interleaved(fns: dict, reps: int) -> dict:
+    """Median seconds of each callable, called once to warm up, then in turn ``reps`` times."""
     times = {k: [] for k in fns}
     clock = time.perf_counter
     for f in fns.values():
@@ -525,7 +525,7 @@ def gemm_table(config, batch: int = 128, reps: int = 30, x=None, seed: int = 0) 
         o1 = np.empty((g.m, g.n), np.float32)
         o2 = np.empty((g.m, g.n), np.float32)
         scratch = np.empty(w.shape, np.float32)
-        t = _time_interleaved({
+        t = time_interleaved({
             "blas": lambda a=a, w=w, o=o1: np.matmul(a, w, out=o),
             "numba": lambda a=a, w=w, o=o2, s=scratch: K.matmul_numba(a, w, o, scratch=s),
         }, reps)
@@ -539,7 +539,7 @@ def gemm_table(config, batch: int = 128, reps: int = 30, x=None, seed: int = 0) 
     b = rng.standard_normal(H, dtype=np.float32)
     o1 = np.empty((batch, H), np.float32)
     o2 = np.empty((batch, H), np.float32)
-    t = _time_interleaved({
+    t = time_interleaved({
         "blas": lambda: K.matmul_bias_act_reference(z, W, b, o1, True),
         "numba": lambda: K.matmul_bias_act(z, W, b, o2, True),
     }, reps)
@@ -559,14 +559,14 @@ def gemm_table(config, batch: int = 128, reps: int = 30, x=None, seed: int = 0) 
     d2 = np.empty((D, H1), np.float32)
     bufs = (np.empty(batch + 1, np.int64), np.empty(xb.size, np.int32),
             np.empty(xb.size, np.float32))
-    t = _time_interleaved({
+    t = time_interleaved({
         "blas": lambda: K.matmul_bias_act_reference(xb, W1, b1, o1, True),
         "numba": lambda: K.spmm_bias_act(K.csr_from_dense(xb, *bufs), W1, b1, o2, True),
     }, reps)
     density = float(np.count_nonzero(xb)) / xb.size
     rows.append(_gemm_row(f"enc1: relu(x @ W + b), sparse x ({density:.0%} non-zero)",
                           f"{batch} x {D} x {H1}", 2 * batch * D * H1, t, o1, o2))
-    t = _time_interleaved({
+    t = time_interleaved({
         "blas": lambda: np.matmul(xb.T, da, out=d1),
         "numba": lambda: K.spmm_tn(K.csr_from_dense(xb, *bufs), da, d2),
     }, reps)
