@@ -7,7 +7,9 @@ Keys in the archive:
 ``optim/<key>``     the optimizer's state (``optim/t``, ``optim/m/<name>``, ...)
 ``config``          the model configuration, a JSON string (0-d unicode array)
 ``meta``            a JSON string: format version, epoch, optimizer settings,
-                    the state of the training RNG, and the training history
+                    the state of the training RNG, the training history, how the
+                    data were made (``data``: dataset, binarization protocol and
+                    its seed) and the training objective (``objective``: name, k)
 ==================  ==========================================================
 
 Files are written atomically (:func:`vae_numpy.io.atomic_write`), so an
@@ -40,6 +42,8 @@ class Checkpoint:
     optimizer_state: dict = field(default_factory=dict)  # arrays, for load_state_dict
     rng_state: dict | None = None
     history: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)        # dataset, protocol, seed
+    objective: dict = field(default_factory=dict)   # name, k
 
     def restore_rng(self) -> np.random.Generator:
         """A generator in the saved state (a fresh PCG64 seeded 0 if none was saved)."""
@@ -50,7 +54,8 @@ class Checkpoint:
 
 
 def save_checkpoint(path, model, *, optimizer=None, epoch: int = 0, rng=None,
-                    history: dict | None = None) -> Path:
+                    history: dict | None = None, data: dict | None = None,
+                    objective: dict | None = None) -> Path:
     """Write ``model`` (and the training state, if given) to ``path`` atomically."""
     path = Path(path)
     arrays = {f"param/{k}": model.backend.asnumpy(v) for k, v in model.params.items()}
@@ -68,6 +73,8 @@ def save_checkpoint(path, model, *, optimizer=None, epoch: int = 0, rng=None,
         "optimizer": opt_meta,
         "rng_state": rng.bit_generator.state if rng is not None else None,
         "history": history or {},
+        "data": data or {},
+        "objective": objective or {},
     }
     arrays["config"] = np.array(model.config.to_json())
     arrays["meta"] = np.array(json.dumps(meta))
@@ -108,6 +115,8 @@ def load_checkpoint(path, *, backend=None) -> Checkpoint:
         optimizer_state={k[len("optim/"):]: v for k, v in data.items() if k.startswith("optim/")},
         rng_state=meta.get("rng_state"),
         history=meta.get("history", {}),
+        data=meta.get("data", {}),
+        objective=meta.get("objective", {}),
     )
 
 

@@ -172,6 +172,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import main
+
+    args.argv_echo = getattr(args, "argv_echo", [])
+    return main(args, log=lambda line: print(line, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vae_numpy",
@@ -244,12 +251,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="bench",
                    help="file names: NAME.md and NAME.json (default: bench)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "reproduce", help="reproduce a published table (iwae: Burda et al. 2016, Table 1)",
+        description="Train the IWAE paper's one-stochastic-layer MNIST models (784-200-200-50, "
+        "tanh, dynamic binarization) with the VAE objective (k=1) and the IWAE objective "
+        "(k=5), estimate the test NLL with k=5000 over the 10,000 test digits, and write "
+        "iwae-table1.json and .md into --results. Resumable: run the same command again "
+        "to continue. See vae_numpy/reproduce.py for every deviation from the paper.")
+    p.add_argument("table", choices=("iwae",), help="which table (only iwae)")
+    p.add_argument("--rows", nargs="+", default=["vae", "iwae"], choices=("vae", "iwae"),
+                   help="rows to train now (default: both, one after the other)")
+    p.add_argument("--epochs", type=int, default=3280, help="epochs per row (paper: 3280)")
+    p.add_argument("--batch-size", type=int, default=100, help="default: 100 (paper: 20)")
+    p.add_argument("--schedule", choices=("paper", "short"), default=None,
+                   help="learning-rate schedule (default: paper at >= 3280 epochs, else short)")
+    p.add_argument("--eval-k", type=int, default=5000, help="k of the test NLL (default: 5000)")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N digits only")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="evaluate the first N test digits only (default: all 10,000)")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--work", default="runs/iwae-table1",
+                   help="folder for checkpoints (default: runs/iwae-table1)")
+    p.add_argument("--results", default="book/results",
+                   help="folder for iwae-table1.json/.md (default: book/results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "reproduce":  # the results file records the exact command
+        args.argv_echo = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except VAEError as err:

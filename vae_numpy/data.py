@@ -41,6 +41,10 @@ __all__ = [
     "MNIST_SHA256",
     "Dataset",
     "data_dirs",
+    "DYNAMIC_TEST_SEED",
+    "PROTOCOLS",
+    "STATIC_SEED",
+    "check_protocol",
     "dynamic_binarize",
     "fetch_mnist_file",
     "load_mnist",
@@ -81,7 +85,15 @@ _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-_BINARIZE_CHOICES = (None, "fixed", "dynamic")
+#: How pixels become targets, named as the literature names them (see :func:`load_mnist`).
+PROTOCOLS = ("none", "dynamic", "static", "threshold")
+#: The seed of the one draw that binarizes the *test* set under ``dynamic``
+#: (Burda et al.'s code also binarizes its test set once, with a fixed seed), so every
+#: model trained with dynamic binarization is scored on the same binary digits.
+DYNAMIC_TEST_SEED = 20160301
+#: The default seed of ``static`` binarization: one draw of each split, kept fixed.
+STATIC_SEED = 20080101
+_SPLIT_SEED_OFFSET = {"train": 0, "test": 1}  # a split's draw differs from the other's
 _OFFLINE_HINT = (
     "set VAE_NUMPY_DATA to a folder that holds mnist/{name} "
     "(for example VAE_NUMPY_DATA=../shared/data)"
@@ -504,11 +516,43 @@ def dynamic_binarize(x, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
+def check_protocol(binarize) -> str:
+    """The protocol's name (``None`` means ``"none"``), or a one-line error naming them all."""
+    if binarize is None:
+        return "none"
+    if binarize == "fixed":
+        raise InputError(
+            "binarize='fixed' was renamed: thresholding at 0.5 is now 'threshold' (papers "
+            "use 'fixed' for one seeded draw, here 'static'); the protocols are "
+            f"{', '.join(PROTOCOLS)}.")
+    if binarize not in PROTOCOLS:
+        raise InputError(f"binarize must be one of {', '.join(PROTOCOLS)}; got {binarize!r}.")
+    return binarize
+
+
+def binarize_split(x, protocol: str, split: str, seed: int | None = None) -> np.ndarray:
+    """The targets of one split under ``protocol`` (see :func:`load_mnist`).
+
+    ``x`` holds grey levels in [0, 1]. ``seed`` is the seed of a ``static`` draw
+    (default :data:`STATIC_SEED`); a ``dynamic`` test set always uses
+    :data:`DYNAMIC_TEST_SEED`, and a ``dynamic`` training set stays grey.
+    """
+    protocol = check_protocol(protocol)
+    if protocol == "threshold":
+        return (x >= np.float32(0.5)).astype(np.float32)
+    if protocol == "static":
+        seed = STATIC_SEED if seed is None else seed
+        return dynamic_binarize(x, np.random.default_rng([seed, _SPLIT_SEED_OFFSET[split]]))
+    if protocol == "dynamic" and split == "test":
+        return dynamic_binarize(x, np.random.default_rng(DYNAMIC_TEST_SEED))
+    return x
+
+
 def load_mnist(
     split: str = "train",
     *,
     binarize: str | None = None,
-    rng: np.random.Generator | None = None,
+    seed: int | None = None,
     limit: int | None = None,
 ) -> Dataset:
     """Load an MNIST split as float32 pixels in [0, 1] with int64 labels.
@@ -517,13 +561,23 @@ def load_mnist(
     ----------
     split : {"train", "test"}
         60,000 training or 10,000 test images.
-    binarize : {None, "fixed", "dynamic"}
-        None keeps grey levels ``pixel / 255``; ``"fixed"`` thresholds them at 0.5;
-        ``"dynamic"`` draws each pixel once from Bernoulli(``pixel / 255``) with ``rng``
-        (for a fresh draw every epoch, keep the grey levels and call
-        :func:`dynamic_binarize` in the training loop).
-    rng : numpy.random.Generator, optional
-        Required when ``binarize="dynamic"``; not used otherwise.
+    binarize : {None, "none", "dynamic", "static", "threshold"}
+        How pixels become targets (:data:`PROTOCOLS`, named as papers name them):
+
+        * ``None`` or ``"none"``: grey levels ``pixel / 255``, soft Bernoulli targets;
+        * ``"dynamic"``: a fresh Bernoulli draw of every pixel for every minibatch.
+          The draw happens in the training loop (``fit(..., binarize="dynamic")``),
+          so the training split comes back as grey levels, the probabilities of
+          those draws; the test split comes back binarized once, with the fixed
+          seed :data:`DYNAMIC_TEST_SEED`, so every model is scored on the same digits;
+        * ``"static"``: one seeded Bernoulli draw of the whole split, kept fixed
+          (papers' "fixed" or "static" binarization); ``seed`` picks the draw
+          (default :data:`STATIC_SEED`; the two splits get different draws);
+        * ``"threshold"``: ``pixel / 255 >= 0.5``.
+
+        The old name ``"fixed"`` raises an error that names these.
+    seed : int, optional
+        The seed of a ``static`` draw.
     limit : int, optional
         Keep only the first ``limit`` examples (all of them if ``limit`` is larger).
 
@@ -536,7 +590,7 @@ def load_mnist(
     Raises
     ------
     InputError
-        For an unknown ``split`` or ``binarize``, a missing ``rng`` or a bad ``limit``.
+        For an unknown ``split`` or ``binarize`` (``"fixed"`` included), or a bad ``limit``.
     DataError
         When a file cannot be found, downloaded, verified or parsed (see
         :func:`fetch_mnist_file` and :func:`read_idx`).
@@ -548,10 +602,7 @@ def load_mnist(
     """
     if split not in _SPLIT_FILES:
         raise InputError(f"split must be one of {list(_SPLIT_FILES)}; got {split!r}.")
-    if binarize not in _BINARIZE_CHOICES:
-        raise InputError(f"binarize must be one of {list(_BINARIZE_CHOICES)}; got {binarize!r}.")
-    if binarize == "dynamic":
-        _check_rng(rng, 'load_mnist(binarize="dynamic")')
+    protocol = check_protocol(binarize)
     if limit is not None:
         limit = _check_int(limit, "limit", 1)
 
@@ -574,10 +625,7 @@ def load_mnist(
     # One float32 pass, no float64 intermediate; exact division (255 / 255 == 1.0).
     x = np.empty((n, image_shape[0] * image_shape[1]), dtype=np.float32)
     np.divide(images[:n].reshape(n, -1), np.float32(255), out=x, dtype=np.float32)
-    if binarize == "fixed":
-        x = (x > np.float32(0.5)).astype(np.float32)
-    elif binarize == "dynamic":
-        x = dynamic_binarize(x, rng)
+    x = binarize_split(x, protocol, split, seed)
     y = labels[:n].astype(np.int64)
     return Dataset(x, y, f"mnist-{split}", image_shape)
 

@@ -4,6 +4,8 @@ and how much each latent unit is used."""
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,66 +42,121 @@ def negative_elbo(model, x, *, batch_size: int = 1000, rng=EVAL_SEED) -> dict[st
     return {key: value / n for key, value in totals.items()}
 
 
+def objective_name(model) -> str:
+    """What :func:`negative_elbo`'s ``loss`` is for this model, as it should be printed.
+
+    "negative ELBO" only when it is one (a VAE with beta = 1); otherwise the name says
+    it is the beta-weighted objective, or an autoencoder's reconstruction loss.
+    """
+    if model.config.kind != "vae":
+        return "reconstruction loss"
+    beta = model.config.beta
+    return "negative ELBO" if beta == 1 else f"beta-weighted objective (beta = {beta:g})"
+
+
+def _require_vae(model, what: str) -> None:
+    if not isinstance(model, VAE):
+        raise ConfigError(f"{what} needs a VAE; an autoencoder has no q(z|x)")
+
+
 def log_importance_weights(model: VAE, x, k: int, rng: np.random.Generator):
     """``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)`` for k draws z_i ~ q(z|x).
 
     Returns a (k, N) float64 array; ``logsumexp(log_w, 0) - log k`` is the
-    importance-weighted bound, and its k = 1 case is a one-sample ELBO.
+    importance-weighted bound, and its k = 1 case is a one-sample ELBO. The weights
+    are the IWAE objective's (:func:`vae_numpy.objectives.iwae_log_weights`).
     """
-    xp = model.backend.xp
-    mu, log_var = model.encode(x)
-    n, K = mu.shape
-    eps = model.backend.asarray(
-        rng.standard_normal((k, n, K), dtype=model.dtype)
-    )
-    z = mu + xp.exp(0.5 * log_var) * eps                         # (k, N, K)
-    x_out = model.decode(z.reshape(k * n, K))
-    x_rep = xp.broadcast_to(x, (k, *x.shape)).reshape(k * n, -1)
-    log_px_z = -model.reconstruction_nll(x_out, x_rep).reshape(k, n)
-    zeros = xp.zeros((), dtype=model.dtype)
-    log_pz = losses.gaussian_log_density(z, zeros, zeros)
-    log_qz = losses.gaussian_log_density(z, mu, log_var)
-    return model.backend.asnumpy(log_px_z + log_pz - log_qz).astype(np.float64)
+    from .objectives import iwae_log_weights
+
+    eps = rng.standard_normal((k, x.shape[0], model.config.latent_dim), dtype=model.dtype)
+    log_w, _ = iwae_log_weights(model, x, model.backend.asarray(eps))
+    return model.backend.asnumpy(log_w).astype(np.float64)
 
 
-def iw_log_likelihood(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 20000,
-                      per_example: bool = False):
+@dataclass
+class IWEstimate:
+    """What :func:`iw_estimate` returns: the bound on log p(x) and how sure it is."""
+
+    log_likelihood: float  #: mean over examples of log (1/k) sum_i w_i, nats
+    stderr: float          #: standard error of that mean over examples
+    k: int
+    n: int
+    seconds: float
+    per_example: np.ndarray = field(repr=False)
+
+    @property
+    def nll(self) -> float:
+        """The estimate of -log p(x): an upper bound in expectation, as reported in papers."""
+        return -self.log_likelihood
+
+
+def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 20000,
+                progress: bool = False) -> IWEstimate:
     """Importance-weighted estimate of log p(x) (Burda et al., 2016), nats per example.
 
     ``log p(x) >= E[log (1/k) sum_i w_i]``, a bound that tightens as k grows and is
-    the ELBO at k = 1.
+    the ELBO at k = 1. Memory stays bounded for any k: at most ``max_rows`` images are
+    decoded at once, the k samples taken in chunks and combined by a running
+    log-sum-exp. Papers report ``-log p(x)`` at k = 5000 over the 10,000 test digits.
 
-    Parameters
-    ----------
-    model : VAE
-    x : (N, D) array
-    k : int
-        Importance samples per example.
-    max_rows : int
-        At most this many decoded images at once (k times the batch), to bound memory.
-    per_example : bool
-        Return the (N,) estimates instead of their mean.
+    Returns
+    -------
+    IWEstimate
+        The mean, its standard error over examples (``std / sqrt(N)``; the noise of
+        the k samples is inside each example's value), k, N, the seconds taken and
+        the per-example values.
     """
-    if not isinstance(model, VAE):
-        raise ConfigError("the importance-weighted bound needs a VAE "
-                          "(an autoencoder has no q(z|x))")
-    if int(k) < 1:
-        raise ConfigError(f"k (importance samples) must be >= 1; got {k}")
+    _require_vae(model, "the importance-weighted bound")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k (importance samples) must be an integer >= 1; got {k!r}")
+    k = int(k)
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     xp = model.backend.xp
     x = xp.asarray(x)
     model.check_input(x)
-    batch = max(1, max_rows // k)
-    out = np.empty(x.shape[0])
-    for s in _batches(x.shape[0], batch):
-        log_w = log_importance_weights(model, x[s], k, rng)
-        m = log_w.max(axis=0)
-        out[s] = m + np.log(np.exp(log_w - m).mean(axis=0))
-    return out if per_example else float(out.mean())
+    n = x.shape[0]
+    batch = max(1, min(n, max_rows // k))       # examples at once
+    chunk = max(1, min(k, max_rows // batch))   # samples at once
+    out = np.empty(n)
+    t0 = time.perf_counter()
+    bar = _progress_bar(n, f"IW bound, k={k}", progress)
+    for s in _batches(n, batch):
+        xb = x[s]
+        m = np.full(xb.shape[0], -np.inf)
+        acc = np.zeros(xb.shape[0])             # sum_i exp(log w_i - m)
+        for c in range(0, k, chunk):
+            log_w = log_importance_weights(model, xb, min(chunk, k - c), rng)
+            m_new = np.maximum(m, log_w.max(axis=0))
+            acc = acc * np.exp(m - m_new) + np.exp(log_w - m_new).sum(axis=0)
+            m = m_new
+        out[s] = m + np.log(acc) - math.log(k)
+        if bar is not None:
+            bar.update(xb.shape[0])
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    stderr = float(out.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return IWEstimate(float(out.mean()), stderr, k, n, seconds, out)
+
+
+def iw_log_likelihood(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 20000,
+                      per_example: bool = False):
+    """The mean (or, with ``per_example``, the (N,) values) of :func:`iw_estimate`."""
+    est = iw_estimate(model, x, k, rng=rng, max_rows=max_rows)
+    return est.per_example if per_example else est.log_likelihood
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, mininterval=1.0)
 
 
 def kl_per_dimension(model: VAE, x, *, batch_size: int = 1000) -> np.ndarray:
     """Mean KL(q(z_k|x) || N(0, 1)) of each latent unit over ``x``, shape (K,)."""
+    _require_vae(model, "the KL per dimension")
     xp = model.backend.xp
     x = xp.asarray(x)
     total = np.zeros(model.config.latent_dim)
@@ -110,11 +167,14 @@ def kl_per_dimension(model: VAE, x, *, batch_size: int = 1000) -> np.ndarray:
 
 
 def active_units(model: VAE, x, *, threshold: float = 0.01, batch_size: int = 1000) -> int:
-    """Latent units whose mean code varies with the input: Cov_x(E_q[z_k]) > threshold.
+    """Latent units whose mean code varies with the input: Var_x(E_q[z_u]) > threshold.
 
-    The measure of Burda et al. (2016): a unit whose mu is the same for every x
-    carries no information about x (it has collapsed to the prior).
+    The measure of Burda et al. (2016): the *variance* over the data (not the
+    standard deviation) of each unit's posterior mean ``mu_u(x)``, against 0.01. A
+    unit whose mu is the same for every x carries no information about x (it has
+    collapsed to the prior).
     """
+    _require_vae(model, "active units")
     xp = model.backend.xp
     x = xp.asarray(x)
     mus = [model.backend.asnumpy(model.encode(x[s])[0]) for s in _batches(x.shape[0], batch_size)]

@@ -73,6 +73,22 @@ def relu_backward(dh, cache):
     return dh * (h > 0)
 
 
+def tanh_forward(a):
+    """``h = tanh(a)``; the cache is ``h`` itself (its derivative is ``1 - h^2``)."""
+    h = array_module(a).tanh(a)
+    return h, h
+
+
+def tanh_backward(dh, cache):
+    """``da = dh * (1 - h^2)``."""
+    h = cache
+    return dh * (1.0 - h * h)
+
+
+#: The hidden layers' nonlinearities by name: ``(forward, backward)``.
+ACTIVATIONS = {"relu": (relu_forward, relu_backward), "tanh": (tanh_forward, tanh_backward)}
+
+
 def sigmoid_forward(a):
     """``p = 1 / (1 + exp(-a))``, computed as ``(1 + tanh(a/2)) / 2`` so it never overflows."""
     xp = array_module(a)

@@ -73,6 +73,8 @@ def supports(model) -> tuple[bool, str]:
         return False, f"backend {model.backend.name!r} does not use numba"
     if model.dtype != np.float32:
         return False, f"the fused step computes in float32; the model is {model.dtype}"
+    if model.config.activation != "relu":
+        return False, f"the fused step has ReLU layers only; got {model.config.activation}"
     if model.config.likelihood != "bernoulli":
         return False, f"the fused step has a Bernoulli decoder only; got {model.config.likelihood}"
     return True, ""

@@ -1,8 +1,9 @@
 """The autoencoder and the variational autoencoder, with their backward passes.
 
-Both models are MLPs: an encoder of ReLU layers, a code (a point ``z`` for the
+Both models are MLPs: an encoder of hidden layers (ReLU, or tanh as in the IWAE
+paper: ``activation``), a code (a point ``z`` for the
 autoencoder, a Gaussian ``q(z|x) = N(mu, diag exp(log_var))`` for the VAE), and a
-decoder of ReLU layers whose last layer is linear. The decoder's output ``x_out``
+decoder of hidden layers of the same activation whose last layer is linear. The decoder's output ``x_out``
 is read through the likelihood p(x|z):
 
 * ``bernoulli``: ``x_out`` are the logits of per-pixel Bernoulli means
@@ -20,12 +21,12 @@ Parameter names (the keys of ``model.params``, also used in checkpoints), for
 ==========================  ==================  ===================================
 name                        shape               role
 ==========================  ==================  ===================================
-``enc.W1``, ``enc.b1``      (D, H1), (H1,)      first encoder layer (ReLU)
+``enc.W1``, ``enc.b1``      (D, H1), (H1,)      first encoder layer (activation)
 ``enc.W2``, ``enc.b2``      (H1, H2), (H2,)     next encoder layer, and so on
 ``enc.W_mu``, ``enc.b_mu``  (H_last, K), (K,)   VAE: mean of q(z|x)
 ``enc.W_log_var``, ...b..   (H_last, K), (K,)   VAE: log-variance of q(z|x)
 ``enc.W_z``, ``enc.b_z``    (H_last, K), (K,)   autoencoder: the code z
-``dec.W1``, ``dec.b1``      (K, H_last), ...    first decoder layer (ReLU)
+``dec.W1``, ``dec.b1``      (K, H_last), ...    first decoder layer (activation)
 ``dec.W_out``, ``dec.b_out`` (H1, D), (D,)      output layer (linear)
 ``dec.log_var_x``           (D,)                Gaussian decoder, learned variance
 ==========================  ==================  ===================================
@@ -50,6 +51,12 @@ from .errors import ConfigError, InputError
 
 KINDS = ("vae", "ae")
 LIKELIHOODS = ("bernoulli", "gaussian")
+ACTIVATIONS = tuple(F.ACTIVATIONS)
+#: The smallest standard deviation a *learned* per-pixel Gaussian variance may reach,
+#: by default. Without a floor the likelihood is unbounded on MNIST: 67 pixels are 0 in
+#: every training image, so their sigma can shrink towards 0 and -log p(x|z) towards
+#: minus infinity. 1/255 is one grey level.
+GAUSSIAN_STD_FLOOR = 1.0 / 255.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,13 @@ class ModelConfig:
         log-variance per pixel.
     beta : float
         Weight of the KL term (VAE only); 1 gives the ELBO.
+    activation : {"relu", "tanh"}
+        The nonlinearity of every hidden layer, encoder and decoder.
+    gaussian_std_floor : float
+        Gaussian decoder with a learned variance only: the standard deviation of each
+        pixel is ``max(exp(log_var_x / 2), gaussian_std_floor)``, so the likelihood
+        stays bounded (:data:`GAUSSIAN_STD_FLOOR`, one grey level, by default; 0 turns
+        the floor off).
     """
 
     kind: str = "vae"
@@ -82,6 +96,8 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     gaussian_std: float | None = None
     beta: float = 1.0
+    activation: str = "relu"
+    gaussian_std_floor: float = GAUSSIAN_STD_FLOOR
     _checked: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -101,6 +117,12 @@ class ModelConfig:
                 raise ConfigError("gaussian_std is only used with likelihood='gaussian'")
             if not self.gaussian_std > 0:
                 raise ConfigError(f"gaussian_std must be > 0; got {self.gaussian_std!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+        floor = self.gaussian_std_floor
+        if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
+            raise ConfigError(f"gaussian_std_floor must be a number >= 0; got {floor!r}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0; got {self.beta!r}")
 
@@ -262,20 +284,22 @@ class _MLPModel:
 
     # -- shared pieces --------------------------------------------------------
     def _encoder_hidden(self, x):
-        """The encoder's ReLU layers: returns the last hidden activation and the caches."""
+        """The encoder's hidden layers: returns the last hidden activation and the caches."""
         p = self.params
+        act_forward = F.ACTIVATIONS[self.config.activation][0]
         h, caches = x, []
         for i in range(1, len(self.config.hidden_dims) + 1):
             a, lin_cache = F.linear_forward(h, p[f"enc.W{i}"], p[f"enc.b{i}"])
-            h, relu_cache = F.relu_forward(a)
-            caches.append((lin_cache, relu_cache))
+            h, act_cache = act_forward(a)
+            caches.append((lin_cache, act_cache))
         return h, caches
 
     def _encoder_hidden_backward(self, dh, caches) -> None:
         g = self.grads
+        act_backward = F.ACTIVATIONS[self.config.activation][1]
         for i in range(len(caches), 0, -1):
-            lin_cache, relu_cache = caches[i - 1]
-            da = F.relu_backward(dh, relu_cache)
+            lin_cache, act_cache = caches[i - 1]
+            da = act_backward(dh, act_cache)
             dh, g[f"enc.W{i}"][...], g[f"enc.b{i}"][...] = F.linear_backward(
                 da, lin_cache, input_grad=i > 1  # nothing upstream of x needs a gradient
             )
@@ -286,11 +310,12 @@ class _MLPModel:
 
     def _decode(self, z):
         p = self.params
+        act_forward = F.ACTIVATIONS[self.config.activation][0]
         h, caches = z, []
         for i in range(1, len(self.config.hidden_dims) + 1):
             a, lin_cache = F.linear_forward(h, p[f"dec.W{i}"], p[f"dec.b{i}"])
-            h, relu_cache = F.relu_forward(a)
-            caches.append((lin_cache, relu_cache))
+            h, act_cache = act_forward(a)
+            caches.append((lin_cache, act_cache))
         x_out, out_cache = F.linear_forward(h, p["dec.W_out"], p["dec.b_out"])
         return x_out, (caches, out_cache)
 
@@ -299,17 +324,27 @@ class _MLPModel:
         g = self.grads
         caches, out_cache = cache
         dh, g["dec.W_out"][...], g["dec.b_out"][...] = F.linear_backward(dx_out, out_cache)
+        act_backward = F.ACTIVATIONS[self.config.activation][1]
         for i in range(len(caches), 0, -1):
-            lin_cache, relu_cache = caches[i - 1]
-            da = F.relu_backward(dh, relu_cache)
+            lin_cache, act_cache = caches[i - 1]
+            da = act_backward(dh, act_cache)
             dh, g[f"dec.W{i}"][...], g[f"dec.b{i}"][...] = F.linear_backward(da, lin_cache)
         return dh
 
     def log_var_x(self):
-        """Gaussian decoder: the per-pixel log-variance (a parameter, or fixed)."""
+        """Gaussian decoder: the per-pixel log-variance (a parameter, or fixed).
+
+        A learned log-variance is read through its floor,
+        ``max(dec.log_var_x, 2 log gaussian_std_floor)``.
+        """
+        xp = self.backend.xp
         if "dec.log_var_x" in self.params:
-            return self.params["dec.log_var_x"]
-        return self.backend.xp.asarray(2.0 * math.log(self.config.gaussian_std), dtype=self.dtype)
+            log_var_x = self.params["dec.log_var_x"]
+            if self.config.gaussian_std_floor > 0:
+                floor = 2.0 * math.log(self.config.gaussian_std_floor)
+                log_var_x = xp.maximum(log_var_x, xp.asarray(floor, dtype=self.dtype))
+            return log_var_x
+        return xp.asarray(2.0 * math.log(self.config.gaussian_std), dtype=self.dtype)
 
     def reconstruction_nll(self, x_out, x):
         """-log p(x|z) per example, shape (N,), in nats."""
@@ -320,9 +355,12 @@ class _MLPModel:
     def _reconstruction_backward(self, drec, x_out, x):
         if self.config.likelihood == "bernoulli":
             return losses.bernoulli_nll_backward(drec, x_out, x)
-        dx_out, dlog_var_x = losses.gaussian_nll_backward(drec, x_out, x, self.log_var_x())
+        log_var_x = self.log_var_x()
+        dx_out, dlog_var_x = losses.gaussian_nll_backward(drec, x_out, x, log_var_x)
         if "dec.log_var_x" in self.grads:
-            self.grads["dec.log_var_x"][...] = dlog_var_x
+            # below its floor the log-variance does not reach the loss: no gradient there
+            free = log_var_x == self.params["dec.log_var_x"]
+            self.grads["dec.log_var_x"][...] = dlog_var_x * free
         return dx_out
 
     def mean_image(self, x_out):
@@ -405,11 +443,27 @@ class VAE(_MLPModel):
 
     def encode(self, x):
         """Mean and log-variance of q(z|x), each (N, K)."""
-        h, _ = self._encoder_hidden(x)
-        p = self.params
-        mu = F.linear_forward(h, p["enc.W_mu"], p["enc.b_mu"])[0]
-        log_var = F.linear_forward(h, p["enc.W_log_var"], p["enc.b_log_var"])[0]
+        mu, log_var, _ = self._encode(x)
         return mu, log_var
+
+    def _encode(self, x):
+        """``mu, log_var`` and the cache for :meth:`_encode_backward`."""
+        p = self.params
+        h, enc_caches = self._encoder_hidden(x)
+        mu, mu_cache = F.linear_forward(h, p["enc.W_mu"], p["enc.b_mu"])
+        log_var, log_var_cache = F.linear_forward(h, p["enc.W_log_var"], p["enc.b_log_var"])
+        return mu, log_var, (enc_caches, mu_cache, log_var_cache)
+
+    def _encode_backward(self, dmu, dlog_var, cache) -> None:
+        """Encoder backward from ``dmu`` and ``dlog_var``; fills the encoder's gradients."""
+        g = self.grads
+        enc_caches, mu_cache, log_var_cache = cache
+        # h feeds both heads, so its gradient is the sum of what each head sends back
+        dh_mu, g["enc.W_mu"][...], g["enc.b_mu"][...] = F.linear_backward(dmu, mu_cache)
+        dh_lv, g["enc.W_log_var"][...], g["enc.b_log_var"][...] = F.linear_backward(
+            dlog_var, log_var_cache
+        )
+        self._encoder_hidden_backward(dh_mu + dh_lv, enc_caches)
 
     def noise(self, n: int, rng: np.random.Generator):
         """Standard normal ``eps`` of shape (n, K) in the model's dtype, on its device."""
@@ -438,17 +492,14 @@ class VAE(_MLPModel):
         if check:
             self.check_input(x)
             self._check_noise(eps, x.shape[0])
-        p = self.params
-        h, enc_caches = self._encoder_hidden(x)
-        mu, mu_cache = F.linear_forward(h, p["enc.W_mu"], p["enc.b_mu"])
-        log_var, log_var_cache = F.linear_forward(h, p["enc.W_log_var"], p["enc.b_log_var"])
+        mu, log_var, enc_cache = self._encode(x)
         z, z_cache = F.reparameterize_forward(mu, log_var, eps)
         x_out, dec_cache = self._decode(z)
         rec = self.reconstruction_nll(x_out, x)
         kl = losses.kl_divergence(mu, log_var)
         loss = (rec + self.config.beta * kl).mean()
         terms = {"loss": float(loss), "rec": float(rec.mean()), "kl": float(kl.mean())}
-        cache = (x, enc_caches, mu, log_var, mu_cache, log_var_cache, z_cache, x_out, dec_cache)
+        cache = (x, mu, log_var, enc_cache, z_cache, x_out, dec_cache)
         return loss, terms, cache
 
     def backward(self, cache):
@@ -456,9 +507,8 @@ class VAE(_MLPModel):
 
         Returns ``model.grads`` (name -> array), overwritten by each call.
         """
-        x, enc_caches, mu, log_var, mu_cache, log_var_cache, z_cache, x_out, dec_cache = cache
+        x, mu, log_var, enc_cache, z_cache, x_out, dec_cache = cache
         xp = self.backend.xp
-        g = self.grads
         n = x.shape[0]
         # loss = mean(rec + beta * kl): each example's terms get weight 1/n and beta/n
         drec = xp.full(n, 1.0 / n, dtype=self.dtype)
@@ -470,13 +520,8 @@ class VAE(_MLPModel):
         dmu_kl, dlog_var_kl = losses.kl_divergence_backward(dkl, mu, log_var)
         dmu = dmu + dmu_kl
         dlog_var = dlog_var + dlog_var_kl
-        # h feeds both heads, so its gradient is the sum of what each head sends back
-        dh_mu, g["enc.W_mu"][...], g["enc.b_mu"][...] = F.linear_backward(dmu, mu_cache)
-        dh_lv, g["enc.W_log_var"][...], g["enc.b_log_var"][...] = F.linear_backward(
-            dlog_var, log_var_cache
-        )
-        self._encoder_hidden_backward(dh_mu + dh_lv, enc_caches)
-        return g
+        self._encode_backward(dmu, dlog_var, enc_cache)
+        return self.grads
 
     def sample(self, n: int, rng: np.random.Generator):
         """Decode ``n`` draws from the prior; returns the mean images, (n, D)."""

@@ -74,7 +74,9 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         rng=0, x_test=None, binarize: str | None = None, callbacks: Sequence[Callback] = (),
         progress: bool = True, checkpoint: str | Path | None = None,
         resume: str | Path | None = None, history: History | None = None,
-        log: Callable[[str], None] | None = None) -> History:
+        log: Callable[[str], None] | None = None, objective=None,
+        lr_schedule: Callable[[int], float] | None = None,
+        data_info: dict | None = None) -> History:
     """Train ``model`` in place on ``x`` for ``epochs`` epochs.
 
     Parameters
@@ -92,8 +94,11 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         Drives shuffling, the reparameterization noise and dynamic binarization.
     x_test : (M, D) array, optional
         Held-out data, evaluated after every epoch (:func:`.evaluate.negative_elbo`).
-    binarize : None or "dynamic"
-        ``"dynamic"`` redraws binary pixels from ``x`` for every minibatch.
+    binarize : None, "none" or "dynamic"
+        ``"dynamic"`` redraws binary pixels from ``x`` (grey levels, the
+        probabilities) for every minibatch, and the encoder sees the binary image.
+        ``static`` and ``threshold`` targets are made once, when the data are
+        loaded (:func:`vae_numpy.data.load_mnist`), so they are not options here.
     callbacks : sequence of callables ``f(epoch, model, history)``
         Called after each epoch (after evaluation).
     progress : bool
@@ -108,6 +113,16 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         Append to this history instead of a new one.
     log : callable, optional
         Receives one line per epoch (the CLI passes ``print``).
+    objective : optional
+        What a step minimises (:mod:`vae_numpy.objectives`): by default the model's
+        own loss (:class:`~vae_numpy.objectives.ELBO`); ``IWAE(k)`` for the
+        importance-weighted bound.
+    lr_schedule : callable, optional
+        ``lr_schedule(epoch)`` is the learning rate for that epoch (from 1); set on
+        the optimizer before the epoch starts.
+    data_info : dict, optional
+        How the data were made (dataset, protocol, seed), stored in checkpoints so
+        that evaluation can use the matching test targets.
 
     Returns
     -------
@@ -118,8 +133,15 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         raise ConfigError(f"epochs must be an integer >= 0; got {epochs!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if binarize not in (None, "dynamic"):
-        raise ConfigError(f"binarize must be None or 'dynamic'; got {binarize!r}")
+    if binarize not in (None, "none", "dynamic"):
+        raise ConfigError(f"fit(binarize=...) must be None, 'none' or 'dynamic'; got {binarize!r}"
+                          " (static and threshold targets are made by load_mnist)")
+    if objective is None:
+        from .objectives import ELBO
+
+        objective = ELBO()
+    if objective.name != "elbo" and model.config.kind != "vae":
+        raise ConfigError(f"the {objective.name} objective needs a VAE; got an autoencoder")
     xp = model.backend.xp
     x = xp.asarray(x)
     model.check_input(x)  # once for the whole set, not every step
@@ -142,14 +164,16 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
     steps_per_epoch = math.ceil(n / batch_size)
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
+        if lr_schedule is not None:
+            optimizer.lr = float(lr_schedule(epoch))
         sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
         bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
         for step, idx in enumerate(minibatches(n, batch_size, rng), start=1):
             xb = x[xp.asarray(idx)] if xp is not np else x[idx]
             if binarize == "dynamic":
                 xb = xp.asarray(dynamic_binarize(model.backend.asnumpy(xb), rng))
-            eps = model.noise(xb.shape[0], rng)
-            _, terms, grads = model.loss_and_grads(xb, eps, check=False)
+            eps = objective.noise(model, xb.shape[0], rng)
+            _, terms, grads = objective.loss_and_grads(model, xb, eps)
             if not math.isfinite(terms["loss"]):
                 raise NonFiniteError(_diverged_message(epoch, step, terms, optimizer, checkpoint))
             optimizer.step(grads)
@@ -171,10 +195,11 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             row.update({f"test_{k}": v for k, v in negative_elbo(model, x_test).items()})
         history.append(**row)
         if log is not None:
-            log(_epoch_line(row))
+            log(_epoch_line(row, model))
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer=optimizer, epoch=epoch, rng=rng,
-                            history=history.to_dict())
+                            history=history.to_dict(), data=data_info,
+                            objective={"name": objective.name, "k": objective.k})
         for callback in callbacks:
             callback(epoch, model, history)
     return history
@@ -188,11 +213,13 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
 
 
-def _epoch_line(row: dict) -> str:
+def _epoch_line(row: dict, model) -> str:
     line = (f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} "
             f"(rec {row['train_rec']:.3f}, kl {row['train_kl']:.3f})")
     if "test_loss" in row:
-        line += (f"  test -ELBO {row['test_loss']:.3f} "
+        from .evaluate import objective_name
+
+        line += (f"  test {objective_name(model)} {row['test_loss']:.3f} "
                  f"(rec {row['test_rec']:.3f}, kl {row['test_kl']:.3f})")
     return line + f"  {row['seconds']:.1f}s"
 
