@@ -3,22 +3,24 @@
 The pieces, one module each: :mod:`.functional` (layers as forward/backward pairs),
 :mod:`.losses`, :mod:`.model` (``Autoencoder``, ``VAE``), :mod:`.optim` (SGD, Adam),
 :mod:`.kernels` (numba-fused loops), :mod:`.data` (MNIST, synthetic handwriting),
-:mod:`.train` (``fit``), :mod:`.evaluate`, :mod:`.checkpoint`, :mod:`.gradcheck`,
+:mod:`.objectives` (the ELBO and the IWAE bound), :mod:`.train` (``fit``),
+:mod:`.evaluate`, :mod:`.reproduce` (published tables), :mod:`.checkpoint`, :mod:`.gradcheck`,
 :mod:`.plots` and the command line (``python -m vae_numpy``).
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_mnist, make_handwriting
 from .errors import VAEError
-from .evaluate import iw_log_likelihood, negative_elbo
+from .evaluate import iw_estimate, iw_log_likelihood, negative_elbo
 from .model import VAE, Autoencoder, ModelConfig
+from .objectives import ELBO, IWAE
 from .optim import SGD, Adam
 from .train import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "Adam", "Autoencoder", "History", "ModelConfig", "SGD", "VAEError", "fit",
-    "iw_log_likelihood", "load_checkpoint", "load_mnist", "make_handwriting", "negative_elbo",
-    "save_checkpoint",
+    "ELBO", "IWAE", "VAE", "Adam", "Autoencoder", "History", "ModelConfig", "SGD", "VAEError",
+    "fit", "iw_estimate", "iw_log_likelihood", "load_checkpoint", "load_mnist",
+    "make_handwriting", "negative_elbo", "save_checkpoint",
 ]

@@ -89,8 +89,11 @@ def _machine() -> dict:
 
 def run_row(row: str, *, work: Path, epochs: int, batch_size: int, schedule: str,
             eval_k: int, seed: int, limit: int | None, eval_limit: int | None,
-            progress: bool, log) -> dict:
-    """Train (or resume) one row, evaluate it, and return its result dict."""
+            progress: bool, log, command: str = "") -> dict:
+    """Train (or resume) one row, evaluate it, and return its result dict.
+
+    ``command`` (the command line that runs this row) is stored with the result.
+    """
     from . import data
     from .checkpoint import load_checkpoint
     from .evaluate import active_units, iw_estimate, negative_elbo
@@ -113,7 +116,12 @@ def run_row(row: str, *, work: Path, epochs: int, batch_size: int, schedule: str
     result_file = folder / "result.json"
     if result_file.is_file():
         log(f"{row}: finished before; {result_file}")
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        if command and "command" not in result:  # the settings matched: this command made it
+            result["command"] = command
+            with atomic_write(result_file, "w") as f:
+                json.dump(result, f, indent=1)
+        return result
 
     train = data.load_mnist("train", binarize="dynamic", limit=limit)
     test = data.load_mnist("test", binarize="dynamic", limit=eval_limit)
@@ -142,7 +150,7 @@ def run_row(row: str, *, work: Path, epochs: int, batch_size: int, schedule: str
     units = active_units(model, test.x)
     updates = epochs * math.ceil(len(train.x) / batch_size)
     result = {
-        "row": row, "objective": paper["objective"], "k": paper["k"],
+        "row": row, "objective": paper["objective"], "k": paper["k"], "command": command,
         "test_nll": round(est.nll, 4), "test_nll_stderr": round(est.stderr, 4),
         "eval_k": eval_k, "eval_examples": est.n, "eval_seconds": round(est.seconds, 1),
         "test_negative_elbo": round(elbo["loss"], 4),
@@ -163,13 +171,17 @@ def run_row(row: str, *, work: Path, epochs: int, batch_size: int, schedule: str
     return result
 
 
-def write_results(results: list[dict], out: Path, command: str) -> tuple[Path, Path]:
+def write_results(results: list[dict], out: Path) -> tuple[Path, Path]:
     """``iwae-table1.json`` and ``.md`` in ``out``, with every finished row."""
     out.mkdir(parents=True, exist_ok=True)
+    for r in results:  # the paper's numbers come from here, not from when the row ran
+        paper = PAPER_ROWS[r["row"]]
+        r["paper"] = {"test_nll": paper["nll"], "active_units": paper["active_units"],
+                      "goal": round(paper["nll"] + GOAL_MARGIN, 2)}
     doc = {
         "paper": "Burda, Grosse and Salakhutdinov (2016), Importance Weighted Autoencoders, "
                  "Table 1, MNIST, one stochastic layer",
-        "command": command,
+        "commands": {r["row"]: r.get("command", "") for r in results},
         "protocol": "dynamic binarization: a fresh Bernoulli draw of every training pixel for "
                     "every minibatch; the test set binarized once with seed "
                     "vae_numpy.data.DYNAMIC_TEST_SEED; NLL = -(importance-weighted bound) at "
@@ -192,7 +204,9 @@ def write_results(results: list[dict], out: Path, command: str) -> tuple[Path, P
     lines = [
         "# IWAE paper, Table 1 (MNIST, one stochastic layer), reproduced",
         "",
-        f"Command: `{command}`",
+        "Commands (rerun one to resume or to rewrite these files from the finished rows):",
+        "",
+        *[f"- {r['objective']}: `{r.get('command', '')}`" for r in results],
         "",
         "| objective | k | test NLL (nats) | std. error | paper NLL | goal | active units "
         "| paper units | epochs | updates | train time |",
@@ -233,16 +247,17 @@ def main(args, log=print) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 2; got {value}")
     schedule = args.schedule or ("paper" if args.epochs >= PAPER_EPOCHS else "short")
     work, out = Path(args.work), Path(args.results)
+    command = " ".join(["python -m vae_numpy", *args.argv_echo])
     for row in args.rows:
         run_row(row, work=work, epochs=args.epochs, batch_size=args.batch_size,
                 schedule=schedule, eval_k=args.eval_k, seed=args.seed, limit=args.limit,
-                eval_limit=args.eval_limit, progress=not args.no_progress, log=log)
+                eval_limit=args.eval_limit, progress=not args.no_progress, log=log,
+                command=command)
     finished = []
     for row in PAPER_ROWS:
         f = work / row / "result.json"
         if f.is_file():
             finished.append(json.loads(f.read_text()))
-    command = " ".join(["python -m vae_numpy", *args.argv_echo])
-    js, md = write_results(finished, out, command)
+    js, md = write_results(finished, out)
     log(f"wrote {js} and {md} ({len(finished)} of {len(PAPER_ROWS)} rows finished)")
     return 0

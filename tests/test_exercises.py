@@ -1,0 +1,55 @@
+"""The chapters' answer checker: sensible forms accepted, mistakes hinted, nothing crashes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vae_numpy.exercises import NumberCheck, as_number
+
+CHECK = NumberCheck(1.6042, digits=2, hints=[(1.5, "That is mu alone.")],
+                    success="z moved by sigma * eps.", fallback="Use z = mu + sigma * eps.")
+
+
+@pytest.mark.parametrize("answer", [1.6042, np.float32(1.6042), np.array(1.6042),
+                                    np.array([1.6042]), [1.6042], 1.6, 1.60, 1.604, 1.6043])
+def test_right_answers_in_any_sensible_form(answer):
+    right, message = CHECK.judge(answer)
+    assert right, message
+    assert message == "Right. z moved by sigma * eps."
+
+
+@pytest.mark.parametrize("answer, says", [
+    (None, "Not answered"), ("1.6", "drop the quotes"), (True, "boolean"),
+    ([1.6, 1.6], "one number"), (np.zeros((2, 2)), "one number"), (float("nan"), "nan"),
+    (float("inf"), "overflowed"), ({"a": 1}, "Expected a number"), (object(), "Expected"),
+    (1.5, "mu alone"), (1.61, "more digits"), (2, "Use z = mu"), (-1.6042, "Use z = mu"),
+])
+def test_wrong_answers_get_a_message_and_never_raise(answer, says, capsys):
+    right, message = CHECK.judge(answer)
+    assert not right and says in message
+    assert "1.60" not in message     # the answer is never given away
+    assert CHECK(answer) is False and capsys.readouterr().out.strip() == message
+
+
+def test_rounding_to_fewer_digits_than_the_text_shows_is_not_enough():
+    assert not NumberCheck(1.6042, digits=3).judge(1.6)[0]
+    assert NumberCheck(1.6042, digits=3).judge(1.60)[0] is False   # 1.60 is the float 1.6
+    assert NumberCheck(1.6042, digits=3).judge(1.604)[0]
+
+
+def test_zero_and_negative_wants():
+    assert NumberCheck(0.0, atol=1e-9).judge(0)[0]
+    assert not NumberCheck(0.0, atol=1e-9).judge(1e-3)[0]
+    assert NumberCheck(-2.5, digits=2).judge(-2.5)[0]
+
+
+def test_as_number():
+    assert as_number(np.int64(3)) == (3.0, "")
+    assert as_number([[2.0]]) == (2.0, "")
+
+
+def test_the_check_is_plain_json():
+    d = json.loads(json.dumps(CHECK.to_dict()))
+    assert d["want"] == 1.6042 and d["digits"] == 2 and d["hints"] == [[1.5, "That is mu alone."]]
+    assert NumberCheck(**{**d, "hints": [tuple(h) for h in d["hints"]]}).judge(1.6)[0]
