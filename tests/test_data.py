@@ -390,22 +390,53 @@ def test_load_mnist_parses_each_file_once(fake_mnist, monkeypatch):
     np.testing.assert_array_equal(data.load_mnist("train").x, first.x)
 
 
-def test_fixed_binarization(fake_mnist):
+def test_threshold_binarization(fake_mnist):
     grey = data.load_mnist("train")
-    ds = data.load_mnist("train", binarize="fixed")
+    ds = data.load_mnist("train", binarize="threshold")
     assert ds.x.dtype == np.float32
     assert set(np.unique(ds.x)) <= {0.0, 1.0}
-    np.testing.assert_array_equal(ds.x, (grey.x > 0.5).astype(np.float32))
+    np.testing.assert_array_equal(ds.x, (grey.x >= 0.5).astype(np.float32))
     assert ds.x[0, 1] == 0 and ds.x[0, 2] == 1  # 127 -> 0, 128 -> 1
 
 
-def test_dynamic_binarization(fake_mnist):
-    ds = data.load_mnist("train", binarize="dynamic", rng=np.random.default_rng(3))
-    again = data.load_mnist("train", binarize="dynamic", rng=np.random.default_rng(3))
-    assert ds.x.dtype == np.float32
-    assert set(np.unique(ds.x)) <= {0.0, 1.0}
-    np.testing.assert_array_equal(ds.x, again.x)
-    assert ds.x[0, 0] == 0 and ds.x[0, 3] == 1  # probability 0 and 1 are certain
+def test_the_old_name_fixed_fails_naming_the_protocols(fake_mnist):
+    with pytest.raises(InputError) as info:
+        data.load_mnist("train", binarize="fixed")
+    msg = str(info.value)
+    assert "\n" not in msg and "renamed" in msg
+    assert all(name in msg for name in ("none", "dynamic", "static", "threshold"))
+
+
+def test_dynamic_keeps_training_grey_and_binarizes_the_test_set_once(fake_mnist):
+    grey_train, grey_test = data.load_mnist("train"), data.load_mnist("test")
+    # the training loop draws a fresh binarization per minibatch, so no draw here
+    np.testing.assert_array_equal(data.load_mnist("train", binarize="dynamic").x, grey_train.x)
+    test = data.load_mnist("test", binarize="dynamic")
+    assert test.x.dtype == np.float32 and set(np.unique(test.x)) <= {0.0, 1.0}
+    # one draw with the documented seed, the same at every call
+    expected = data.dynamic_binarize(grey_test.x,
+                                     np.random.default_rng(data.DYNAMIC_TEST_SEED))
+    np.testing.assert_array_equal(test.x, expected)
+    np.testing.assert_array_equal(data.load_mnist("test", binarize="dynamic").x, test.x)
+    # a prefix (limit) is the prefix of the full draw
+    np.testing.assert_array_equal(data.load_mnist("test", binarize="dynamic", limit=2).x,
+                                  test.x[:2])
+
+
+def test_static_is_one_seeded_draw_per_split(fake_mnist):
+    grey = data.load_mnist("train")
+    a = data.load_mnist("train", binarize="static")
+    b = data.load_mnist("train", binarize="static")
+    c = data.load_mnist("train", binarize="static", seed=1)
+    assert set(np.unique(a.x)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    assert a.x[0, 0] == 0 and a.x[0, 3] == 1  # probability 0 and 1 are certain
+    # the two splits are not binarized with the same uniforms
+    big = np.full((1, 4000), 0.5, dtype=np.float32)
+    assert not np.array_equal(data.binarize_split(big, "static", "train"),
+                              data.binarize_split(big, "static", "test"))
+    np.testing.assert_array_equal(grey.x[a.x == 1] > 0, True)
 
 
 def test_dynamic_binarize_matches_probabilities():
@@ -423,10 +454,8 @@ def test_dynamic_binarize_matches_probabilities():
 def test_load_mnist_bad_arguments(fake_mnist):
     with pytest.raises(InputError, match=r"\['train', 'test'\].*'val'"):
         data.load_mnist("val")
-    with pytest.raises(InputError, match="'fixed', 'dynamic'.*'otsu'"):
+    with pytest.raises(InputError, match="none, dynamic, static, threshold; got 'otsu'"):
         data.load_mnist("train", binarize="otsu")
-    with pytest.raises(InputError, match="default_rng"):
-        data.load_mnist("train", binarize="dynamic")
     with pytest.raises(InputError, match="limit must be at least 1"):
         data.load_mnist("train", limit=0)
 
