@@ -166,3 +166,179 @@ def test_an_interrupted_figure_write_leaves_the_old_png(tmp_path):
     plt.close("all")
     assert path.read_bytes() == before and before[:4] == b"\x89PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written(data, tmp_path):
+    x, _ = data
+    model = VAE(CFG, rng=0)
+    path = tmp_path / "c.npz"
+    with pytest.raises(NonFiniteError) as exc:
+        fit(model, x, epochs=3, batch_size=50, progress=False, checkpoint=path,
+            optimizer=make_optimizer(model, "sgd", 1e6))
+    message = str(exc.value)
+    assert "diverged at epoch 1" in message
+    assert "no checkpoint was written" in message and "intact" not in message
+    assert not path.exists()
+
+
+def test_divergence_names_the_checkpoint_that_was_written(data, tmp_path):
+    x, _ = data
+    model = VAE(CFG, rng=0)
+    path = tmp_path / "c.npz"
+    optimizer = make_optimizer(model, "sgd", 1e-3)
+
+    def explode_after_epoch_1(epoch, model, history):
+        optimizer.lr = 1e6
+
+    with pytest.raises(NonFiniteError, match=rf"epoch 2, .*the last good checkpoint, "
+                                             rf"{path} \(epoch 1\), is intact"):
+        fit(model, x, epochs=3, batch_size=50, progress=False, checkpoint=path,
+            optimizer=optimizer, callbacks=[explode_after_epoch_1])
+    assert load_checkpoint(path).epoch == 1
+    # resumed from one file and saving to another: the new one was never written
+    other = tmp_path / "d.npz"
+    resumed = VAE(CFG, rng=0)
+    with pytest.raises(NonFiniteError) as exc:
+        fit(resumed, x, epochs=3, batch_size=50, progress=False, checkpoint=other, resume=path,
+            optimizer=make_optimizer(resumed, "sgd", 1e6))
+    assert f"no checkpoint was written to {other} (the one it resumed from, {path}, epoch 1, " \
+           "is unchanged)" in str(exc.value)
+    assert not other.exists()
+
+
+def test_unit_statistics_need_a_vae(data):
+    from vae_numpy.errors import ConfigError
+    from vae_numpy.evaluate import active_units, kl_per_dimension
+    from vae_numpy.model import Autoencoder
+
+    ae = Autoencoder(ModelConfig(kind="ae", input_dim=784, hidden_dims=(8,), latent_dim=2))
+    x = data[1]
+    with pytest.raises(ConfigError, match="active units needs a VAE"):
+        active_units(ae, x)
+    with pytest.raises(ConfigError, match="the KL per dimension needs a VAE"):
+        kl_per_dimension(ae, x)
+
+
+def test_a_checkpoint_with_nan_parameters_fails_clearly(tmp_path):
+    model = VAE(CFG, rng=0)
+    model.params["enc.W1"][0, 0] = np.nan
+    model.params["dec.b_out"][:] = np.inf
+    save_checkpoint(tmp_path / "c.npz", model)
+    with pytest.raises(CheckpointError, match=r"param/enc\.W1 \(1 of 50176\), param/dec\.b_out "
+                                              r"\(784 of 784\) hold NaN or infinite values"):
+        load_checkpoint(tmp_path / "c.npz")
+
+
+def test_a_npy_array_is_not_a_checkpoint(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(CheckpointError, match=r"is a \.npy array of shape \(3, 4\), not a "
+                                              "checkpoint"):
+        load_checkpoint(tmp_path / "x.npy")
+
+
+def test_numerical_gradient_works_through_non_contiguous_views(rng):
+    from vae_numpy.errors import InputError
+    from vae_numpy.gradcheck import numerical_gradient
+
+    W = rng.standard_normal((4, 6))
+    W0 = W.copy()
+
+    def f():
+        return float(np.sin(W).sum() + (W ** 2).sum())
+
+    def grad():
+        return np.cos(W) + 2 * W
+
+    # a transpose and a strided slice are views: perturbing them perturbs W, which f reads
+    np.testing.assert_allclose(numerical_gradient(f, W.T), grad().T, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(numerical_gradient(f, W[:, ::2]), grad()[:, ::2], rtol=1e-7,
+                               atol=1e-9)
+    assert np.array_equal(W, W0)  # every entry restored
+    frozen = W.copy()
+    frozen.flags.writeable = False
+    for bad, pattern in ((frozen, "read-only"), (np.arange(4), "floating-point"),
+                         ([1.0, 2.0], "got list")):
+        with pytest.raises(InputError, match=pattern):
+            numerical_gradient(lambda: 0.0, bad)
+
+
+def test_adam_follows_the_models_backend_not_the_environment(monkeypatch):
+    from vae_numpy.optim import Adam
+
+    cfg = ModelConfig(input_dim=30, hidden_dims=(8,), latent_dim=2)
+    monkeypatch.setenv("VAE_NUMPY_BACKEND", "numpy")      # the environment enables numba
+    assert Adam(VAE(cfg, rng=0, backend="numpy-ref").params)._flat is None
+    fast = VAE(cfg, rng=0, backend="numpy")
+    assert Adam(fast.params)._flat is fast.flat
+    monkeypatch.setenv("VAE_NUMPY_BACKEND", "numpy-ref")  # ... and now it does not
+    assert Adam(fast.params)._flat is fast.flat
+    assert Adam(dict(fast.params))._flat is None            # a plain dict: the environment
+    assert Adam(fast.params, fused=False)._flat is None
+
+
+# -- the Gaussian decoder's std floor -----------------------------------------------------
+class _RecordingELBO:
+    """The ELBO objective, keeping every step's loss."""
+
+    name, k = "elbo", 1
+
+    def __init__(self):
+        self.losses = []
+
+    def noise(self, model, n, rng):
+        return model.noise(n, rng)
+
+    def loss_and_grads(self, model, x, eps, *, check=False):
+        out = model.loss_and_grads(x, eps, check=check)
+        self.losses.append(out[1]["loss"])
+        return out
+
+
+def _train_gaussian(floor):
+    """400 Adam steps of a learned-variance Gaussian VAE; 12 of 16 pixels are always 0."""
+    x = np.random.default_rng(0).random((256, 16)).astype(np.float32)
+    x[:, :12] = 0.0
+    model = VAE(ModelConfig(input_dim=16, hidden_dims=(16,), latent_dim=2,
+                            likelihood="gaussian", gaussian_std_floor=floor), rng=0)
+    objective = _RecordingELBO()
+    fit(model, x, epochs=50, batch_size=32, lr=3e-2, progress=False, objective=objective)
+    return model, x, objective.losses
+
+
+def test_the_std_floor_bounds_a_learned_gaussian_likelihood():
+    import math
+
+    floor = 0.05
+    # each pixel's NLL is 0.5 log 2pi + log sigma + (x - mu)^2 / 2 sigma^2 >= 0.5 log 2pi +
+    # log floor when sigma >= floor, and the KL is >= 0
+    bound = 16 * (0.5 * math.log(2 * math.pi) + math.log(floor))
+    model, x, losses = _train_gaussian(floor)
+    assert len(losses) == 400
+    assert min(losses) >= bound
+    assert negative_elbo(model, x)["rec"] >= bound
+    # the always-0 pixels have reached the floor: it is what holds them up
+    np.testing.assert_allclose(model.log_var_x()[:12], 2 * math.log(floor), rtol=1e-6)
+    _, _, unbounded = _train_gaussian(0.0)
+    assert min(unbounded) < bound - 10
+
+
+def test_gradients_of_the_floored_gaussian_likelihood(rng):
+    import math
+
+    from vae_numpy.gradcheck import numerical_gradient, rel_error
+
+    floor = 0.1
+    cfg = ModelConfig(input_dim=10, hidden_dims=(6,), latent_dim=2, likelihood="gaussian",
+                      gaussian_std_floor=floor)
+    model = VAE(cfg, rng=0, dtype=np.float64)
+    lv = model.params["dec.log_var_x"]
+    lv[::2] = 2 * math.log(floor) - 2.0                  # below the floor: held at it
+    lv[1::2] = rng.uniform(-2.0, 0.0, size=5)           # above it: free
+    x = rng.random((8, 10))
+    eps = rng.standard_normal((8, 2))
+    _, _, grads = model.loss_and_grads(x, eps)
+    grads = {k: v.copy() for k, v in grads.items()}
+    assert np.all(grads["dec.log_var_x"][::2] == 0) and np.all(grads["dec.log_var_x"][1::2] != 0)
+    for name, p in model.params.items():
+        num = numerical_gradient(lambda: float(model.forward(x, eps)[0]), p)
+        assert rel_error(grads[name], num) < 1e-6, name

@@ -89,10 +89,15 @@ def load_checkpoint(path, *, backend=None) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; give the path of a .npz file that "
                               "'python -m vae_numpy train' wrote")
+    npy_shape = _npy_shape(path)
+    if npy_shape is not None:
+        raise CheckpointError(f"{path} is a .npy array of shape {npy_shape}, not a checkpoint; "
+                              "give the checkpoint.npz that 'python -m vae_numpy train' wrote")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, AttributeError,
+            TypeError) as err:
         raise CheckpointError(f"{path} is not a readable checkpoint ({err}); it may be "
                               "truncated or not a vae_numpy checkpoint") from err
     if "config" not in data or "meta" not in data:
@@ -106,6 +111,7 @@ def load_checkpoint(path, *, backend=None) -> Checkpoint:
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {meta.get('format')}; "
                               f"this version of vae_numpy reads format {FORMAT_VERSION}")
+    _check_finite(path, data)
     model = make_model(config, 0, dtype=np.dtype(meta.get("dtype", "float32")), backend=backend)
     model.load_params({k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")})
     return Checkpoint(
@@ -118,6 +124,45 @@ def load_checkpoint(path, *, backend=None) -> Checkpoint:
         data=meta.get("data", {}),
         objective=meta.get("objective", {}),
     )
+
+
+def _npy_shape(path: Path):
+    """The shape of the array if ``path`` is a ``.npy`` file (by its magic bytes), else None."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                return None
+    except OSError:
+        return None  # np.load reports it
+    try:
+        return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def _check_finite(path: Path, data: dict) -> None:
+    """Raise :class:`CheckpointError` naming every parameter or moment that is not finite.
+
+    Training never saves a diverged model (:func:`vae_numpy.train.fit` stops first), so
+    a NaN here means the file was damaged or written by other code; a model loaded
+    from it would compute NaN everywhere and report, say, no active units.
+    """
+    bad, wrong_type = [], []
+    for key, value in data.items():
+        if not key.startswith(("param/", "optim/")) or key == "optim/t":
+            continue
+        if value.dtype.kind not in "fiu":
+            wrong_type.append(f"{key} ({value.dtype})")
+        elif value.dtype.kind == "f" and not np.isfinite(value).all():
+            n_bad = int(value.size - np.isfinite(value).sum())
+            bad.append(f"{key} ({n_bad} of {value.size})")
+    if wrong_type:
+        raise CheckpointError(f"{path}: entries {', '.join(wrong_type)} are not numbers; it is "
+                              "not a checkpoint that vae_numpy wrote")
+    if bad:
+        raise CheckpointError(f"{path}: {', '.join(bad)} hold NaN or infinite values; the "
+                              "file is damaged or was written after training diverged. Use an "
+                              "earlier checkpoint or train again")
 
 
 def load_into(model, path) -> Checkpoint:

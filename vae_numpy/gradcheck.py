@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .errors import InputError
+
 
 def rel_error(a, b) -> float:
     """Relative error ``||a - b|| / (||a|| + ||b||)`` (0 when both are 0).
@@ -35,7 +37,10 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5) -
     Parameters
     ----------
     f : callable returning a float
-    x : array (float64 recommended), modified and restored in place
+    x : float array (float64 recommended), modified and restored in place
+        The array ``f`` reads, or a view of it (a transpose or a strided slice
+        works: each entry is perturbed where it lives). A read-only or integer
+        array, or anything that is not an ndarray, raises :class:`InputError`.
     h : float
         Step size.
 
@@ -43,18 +48,38 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-5) -
     -------
     grad : array of the shape of ``x``
     """
+    _check_perturbable(x)
     grad = np.zeros(x.shape, dtype=np.float64)
-    flat = x.reshape(-1)  # a view: writing to it changes x
-    g = grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
+    # Index x itself, never x.reshape(-1): for a non-contiguous x (a transpose, a
+    # strided slice) reshape returns a copy, and perturbing a copy that f cannot see
+    # would give a gradient of zeros without a word.
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + h
         f_plus = float(f())
-        flat[i] = old - h
+        x[idx] = old - h
         f_minus = float(f())
-        flat[i] = old
-        g[i] = (f_plus - f_minus) / (2.0 * h)
+        x[idx] = old
+        grad[idx] = (f_plus - f_minus) / (2.0 * h)
     return grad
+
+
+def _check_perturbable(x) -> None:
+    """Raise :class:`InputError` unless ``x`` is an array ``f`` can see changed in place."""
+    if not isinstance(x, np.ndarray):
+        raise InputError(
+            f"numerical_gradient needs the NumPy array that f reads, changed in place; got "
+            f"{type(x).__name__}. Pass the parameter array itself (np.asarray of a list "
+            "would be a copy that f never sees).")
+    if not x.flags.writeable:
+        raise InputError(
+            "numerical_gradient changes x in place, but x is read-only; pass the writable "
+            "array that f reads (a copy would not reach f).")
+    if x.dtype.kind != "f":
+        raise InputError(
+            f"numerical_gradient needs a floating-point x; got dtype {x.dtype}, which would "
+            "round every step of h away. Build the parameter as float64 (astype makes a "
+            "copy that f would not see).")
 
 
 def numerical_gradient_array(

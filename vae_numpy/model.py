@@ -1,9 +1,9 @@
 """The autoencoder and the variational autoencoder, with their backward passes.
 
 Both models are MLPs: an encoder of hidden layers (ReLU, or tanh as in the IWAE
-paper: ``activation``), a code (a point ``z`` for the
-autoencoder, a Gaussian ``q(z|x) = N(mu, diag exp(log_var))`` for the VAE), and a
-decoder of hidden layers of the same activation whose last layer is linear. The decoder's output ``x_out``
+paper: ``activation``), a code (a point ``z`` for the autoencoder, a Gaussian
+``q(z|x) = N(mu, diag exp(log_var))`` for the VAE), and a decoder of hidden layers
+of the same activation whose last layer is linear. The decoder's output ``x_out``
 is read through the likelihood p(x|z):
 
 * ``bernoulli``: ``x_out`` are the logits of per-pixel Bernoulli means
@@ -165,6 +165,19 @@ class ModelConfig:
         return shapes
 
 
+class ParamDict(dict):
+    """``model.params`` and ``model.grads``: name -> array, plus the model's ``backend``.
+
+    An optimizer built from ``model.params`` reads ``backend`` to decide whether to
+    use the numba kernels (:class:`vae_numpy.optim.Adam`), so the choice follows the
+    model rather than the environment.
+    """
+
+    def __init__(self, *args, backend=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+
+
 def _as_rng(rng) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
@@ -195,8 +208,8 @@ class _MLPModel:
         total = sum(math.prod(s) for s in shapes.values())
         self.flat = xp.zeros(total, dtype=self.dtype)
         self.grad_flat = xp.zeros(total, dtype=self.dtype)
-        self.params: dict = {}
-        self.grads: dict = {}
+        self.params: ParamDict = ParamDict(backend=self.backend)
+        self.grads: ParamDict = ParamDict(backend=self.backend)
         offset = 0
         for name, shape in shapes.items():
             size = math.prod(shape)

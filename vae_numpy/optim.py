@@ -6,7 +6,8 @@ updates them in place from a gradient dict with the same names. Its state
 be saved in a checkpoint and restored.
 
 When the parameters are views into one contiguous buffer (``model.flat``, as
-:mod:`vae_numpy.model` lays them out) and the numba kernels are on, Adam updates
+:mod:`vae_numpy.model` lays them out) and the model's backend uses the numba
+kernels (``model.params.backend``; the environment for a plain dict), Adam updates
 the whole buffer in one fused pass (:func:`vae_numpy.kernels.adam_update`);
 otherwise it loops over the parameters with plain array code. Both do the same
 arithmetic.
@@ -110,7 +111,11 @@ class Adam(Optimizer):
             raise ConfigError(f"Adam betas must be in [0, 1); got {betas!r}")
         self.b1, self.b2 = float(b1), float(b2)
         self.eps = _check_positive("Adam eps", eps)
-        self._flat = _common_buffer(params) if fused is not False else None
+        if fused is None:
+            fused_wanted = _uses_numba(params)
+        else:
+            fused_wanted = bool(fused)
+        self._flat = _common_buffer(params) if fused_wanted else None
         if fused and self._flat is None:
             raise ConfigError("fused Adam needs parameters that are views of one NumPy buffer")
         if self._flat is not None:
@@ -159,12 +164,24 @@ class Adam(Optimizer):
         p -= step * m / (array_module(p).sqrt(v) * denom_scale + self.eps)
 
 
-def _common_buffer(arrays: dict):
-    """The 1-D NumPy buffer that every array in ``arrays`` is a view of, in order, or None."""
+def _uses_numba(params) -> bool:
+    """Whether ``params`` belong to a backend that uses the numba kernels.
+
+    ``model.params`` carries its model's backend (:class:`vae_numpy.model.ParamDict`),
+    so a ``numpy-ref`` model gets the plain loop and a ``numpy`` model the fused
+    kernel whatever ``$VAE_NUMPY_BACKEND`` says; a plain dict falls back to the
+    environment (:func:`vae_numpy.kernels.numba_enabled`).
+    """
+    backend = getattr(params, "backend", None)
+    if backend is not None:
+        return bool(getattr(backend, "use_numba", False))
     from .kernels import numba_enabled
 
-    if not numba_enabled():
-        return None
+    return numba_enabled()
+
+
+def _common_buffer(arrays: dict):
+    """The 1-D NumPy buffer that every array in ``arrays`` is a view of, in order, or None."""
     base = None
     expected = 0
     for a in arrays.values():

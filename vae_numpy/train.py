@@ -152,6 +152,9 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         optimizer = make_optimizer(model, "adam", lr)
     history = history if history is not None else History()
     start_epoch = 0
+    # The checkpoint that divergence leaves behind: (path, epoch) once this run has
+    # written one, or the file it resumed from when that is the same file.
+    kept = None
     if resume is not None:
         ckpt = load_into(model, resume)
         optimizer.load_state_dict(ckpt.optimizer_state)
@@ -159,6 +162,9 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             rng.bit_generator.state = ckpt.rng_state
         start_epoch = ckpt.epoch
         history = History.from_dict(ckpt.history)
+        if checkpoint is not None and _same_file(checkpoint, resume):
+            kept = (checkpoint, ckpt.epoch)
+    resumed_from = (resume, start_epoch) if resume is not None else None
 
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -175,7 +181,8 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             eps = objective.noise(model, xb.shape[0], rng)
             _, terms, grads = objective.loss_and_grads(model, xb, eps)
             if not math.isfinite(terms["loss"]):
-                raise NonFiniteError(_diverged_message(epoch, step, terms, optimizer, checkpoint))
+                raise NonFiniteError(_diverged_message(epoch, step, terms, optimizer, checkpoint,
+                                                       kept, resumed_from))
             optimizer.step(grads)
             for key in sums:
                 sums[key] += terms[key] * xb.shape[0]
@@ -187,7 +194,7 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             bar.close()
         if not bool(xp.isfinite(model.flat).all()):
             raise NonFiniteError(_diverged_message(epoch, steps_per_epoch, {"loss": math.nan},
-                                                   optimizer, checkpoint))
+                                                   optimizer, checkpoint, kept, resumed_from))
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, "seconds": seconds}
         row.update({f"train_{k}": v / n for k, v in sums.items()})
@@ -200,6 +207,7 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             save_checkpoint(checkpoint, model, optimizer=optimizer, epoch=epoch, rng=rng,
                             history=history.to_dict(), data=data_info,
                             objective={"name": objective.name, "k": objective.k})
+            kept = (checkpoint, epoch)
         for callback in callbacks:
             callback(epoch, model, history)
     return history
@@ -224,12 +232,32 @@ def _epoch_line(row: dict, model) -> str:
     return line + f"  {row['seconds']:.1f}s"
 
 
-def _diverged_message(epoch, step, terms, optimizer, checkpoint) -> str:
+def _same_file(a, b) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _diverged_message(epoch, step, terms, optimizer, checkpoint, kept=None,
+                      resumed_from=None) -> str:
+    """The one-line error of a diverged run.
+
+    ``kept`` is ``(path, epoch)`` of the checkpoint file that holds the last good
+    model (one this run wrote, or the file it resumed from and would have
+    overwritten), or None; ``resumed_from`` is ``(path, epoch)`` of a resume.
+    """
     where = f"training diverged at epoch {epoch}, step {step}: the loss is {terms['loss']}"
     hint = (f". Try a smaller learning rate (it is {optimizer.lr:g}) and check that the data "
             "lie in [0, 1]")
-    kept = f"; the last good checkpoint, {checkpoint}, is intact" if checkpoint else ""
-    return where + hint + kept + "."
+    if kept is not None:
+        saved = f"; the last good checkpoint, {kept[0]} (epoch {kept[1]}), is intact"
+    elif checkpoint is None:
+        saved = ""
+    elif resumed_from is not None:
+        saved = (f"; no checkpoint was written to {checkpoint} (the one it resumed from, "
+                 f"{resumed_from[0]}, epoch {resumed_from[1]}, is unchanged)")
+    else:
+        saved = (f"; no checkpoint was written: it diverged in epoch {epoch}, before the first "
+                 f"save to {checkpoint}")
+    return where + hint + saved + "."
 
 
 
