@@ -70,17 +70,42 @@ def plot_history(history, *, axes=None):
     return axes
 
 
-def latent_scatter(z, labels=None, *, ax=None, s: float = 2.0, title: str | None = None):
-    """2-D codes as points, coloured by label (digit) when given."""
+def scatter_by_digit(ax, z, labels, *, s: float = 2.0, legend: bool = True, **legend_kw):
+    """2-D points coloured by digit with the categorical ``tab10`` map, and a legend.
+
+    Digits are categories, not a scale, so each gets its own colour (never a sequential
+    map such as viridis). Points are drawn in a shuffled order (seeded), so that no
+    digit is hidden under the ones drawn after it.
+    """
+    plt = _plt()
+    z, labels = np.asarray(z), np.asarray(labels).astype(int)
+    colors = plt.get_cmap("tab10")(labels % 10)
+    order = np.random.default_rng(0).permutation(len(z))
+    ax.scatter(z[order, 0], z[order, 1], s=s, c=colors[order], rasterized=True)
+    if legend:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], marker="o", linestyle="none", markersize=5,
+                          color=plt.get_cmap("tab10")(d % 10), label=str(d))
+                   for d in np.unique(labels)]
+        kw = {"title": "digit", "fontsize": 8, "title_fontsize": 8, "loc": "center left",
+              "bbox_to_anchor": (1.01, 0.5), "frameon": False, "handletextpad": 0.1}
+        kw.update(legend_kw)
+        ax.legend(handles=handles, **kw)
+    return ax
+
+
+def latent_scatter(z, labels=None, *, ax=None, s: float = 2.0, title: str | None = None,
+                   legend: bool = True):
+    """2-D codes as points, coloured by digit (``tab10``, with a legend) when given."""
     plt = _plt()
     z = np.asarray(z)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4.5))
+        _, ax = plt.subplots(figsize=(5.6, 4.5))
     if labels is None:
         ax.scatter(z[:, 0], z[:, 1], s=s, color="0.3")
     else:
-        sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="viridis", s=s, vmin=-0.5, vmax=9.5)
-        plt.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+        scatter_by_digit(ax, z, labels, s=s, legend=legend)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     if title:
@@ -314,9 +339,7 @@ def plot_latent_explorer(model, z1: float, z2: float, *, codes=None, labels=None
         if labels is None:
             ax_map.scatter(codes[:, 0], codes[:, 1], s=2, color="0.6")
         else:
-            sc = ax_map.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="viridis", s=2,
-                                vmin=-0.5, vmax=9.5)
-            plt.colorbar(sc, ax=ax_map, ticks=range(10), label="digit")
+            scatter_by_digit(ax_map, codes, labels, s=2)
     ax_map.plot([z1], [z2], marker="x", markersize=14, mew=3, color="0.0", linestyle="none")
     ax_map.set_xlim(-lim, lim)
     ax_map.set_ylim(-lim, lim)
