@@ -53,3 +53,9 @@ def test_the_check_is_plain_json():
     d = json.loads(json.dumps(CHECK.to_dict()))
     assert d["want"] == 1.6042 and d["digits"] == 2 and d["hints"] == [[1.5, "That is mu alone."]]
     assert NumberCheck(**{**d, "hints": [tuple(h) for h in d["hints"]]}).judge(1.6)[0]
+
+
+def test_the_nearest_of_two_close_mistakes_gets_its_hint():
+    check = NumberCheck(0.5, hints=[(0.947, "the per-axis box"), (0.9545, "one axis only")])
+    assert check.judge(0.9545)[1].endswith("one axis only")
+    assert check.judge(0.947)[1].endswith("the per-axis box")

@@ -63,7 +63,7 @@ class NumberCheck:
         (or more) is right too.
     hints : sequence of (value, message)
         What a likely mistake gives, and the hint for it; an answer within
-        ``hint_rtol`` of a value gets its message.
+        ``hint_rtol`` (relative) of one or more values gets the nearest one's message.
     close_rtol : float
         An answer this close to ``want`` that is not right gets "right method, give
         more digits".
@@ -96,9 +96,11 @@ class NumberCheck:
             if shown is not None and _significant(value, shown) >= self.digits and \
                     math.isclose(value, round(want, shown), rel_tol=1e-12, abs_tol=1e-15):
                 return True, " ".join(s for s in ("Right.", self.success) if s)
-        for wrong, message in self.hints:
-            if abs(value - wrong) <= self.hint_rtol * max(abs(wrong), 1e-300) or value == wrong:
-                return False, f"Not quite. {message}"
+        # the nearest of the likely mistakes within reach, so two close ones are not confused
+        near = [(abs(value - wrong), message) for wrong, message in self.hints
+                if abs(value - wrong) <= self.hint_rtol * abs(wrong) or value == wrong]
+        if near:
+            return False, f"Not quite. {min(near, key=lambda t: t[0])[1]}"
         if abs(value - want) <= self.close_rtol * abs(want):
             more = f" (at least {self.digits} significant)" if self.digits else ""
             return False, f"Close: right method, but give more digits{more}."
