@@ -33,9 +33,16 @@ def test_wrong_answers_get_a_message_and_never_raise(answer, says, capsys):
 
 
 def test_rounding_to_fewer_digits_than_the_text_shows_is_not_enough():
-    assert not NumberCheck(1.6042, digits=3).judge(1.6)[0]
-    assert NumberCheck(1.6042, digits=3).judge(1.60)[0] is False   # 1.60 is the float 1.6
-    assert NumberCheck(1.6042, digits=3).judge(1.604)[0]
+    assert not NumberCheck(1.6142, digits=3).judge(1.6)[0]
+    assert NumberCheck(1.6142, digits=3).judge(1.61)[0]
+    assert NumberCheck(1.6142, digits=3).judge(1.614)[0]
+
+
+def test_trailing_zeros_that_a_float_drops_still_count():
+    # 0.100 typed for 0.10026 (three significant digits) arrives as the float 0.1
+    assert NumberCheck(0.10026, digits=3).judge(0.100)[0]
+    assert NumberCheck(1.6042, digits=3).judge(1.60)[0]
+    assert not NumberCheck(0.10026, digits=3).judge(0.101)[0]
 
 
 def test_zero_and_negative_wants():

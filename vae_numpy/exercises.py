@@ -92,6 +92,10 @@ class NumberCheck:
         if abs(value - want) <= max(self.atol, self.rtol * abs(want)):
             return True, " ".join(s for s in ("Right.", self.success) if s)
         if self.digits is not None:
+            # want rounded to the digits the text shows (a typed 0.100 arrives as 0.1)
+            if math.isclose(value, _round_significant(want, self.digits), rel_tol=1e-12,
+                            abs_tol=1e-15):
+                return True, " ".join(s for s in ("Right.", self.success) if s)
             shown = _decimals(value)
             if shown is not None and _significant(value, shown) >= self.digits and \
                     math.isclose(value, round(want, shown), rel_tol=1e-12, abs_tol=1e-15):
@@ -117,6 +121,13 @@ class NumberCheck:
                 "digits": self.digits, "hints": [[float(v), m] for v, m in self.hints],
                 "hint_rtol": self.hint_rtol, "close_rtol": self.close_rtol,
                 "success": self.success, "fallback": self.fallback}
+
+
+def _round_significant(x: float, digits: int) -> float:
+    """``x`` rounded to ``digits`` significant digits."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
 def _decimals(value: float) -> int | None:
