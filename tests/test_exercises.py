@@ -23,7 +23,8 @@ def test_right_answers_in_any_sensible_form(answer):
     (None, "Not answered"), ("1.6", "drop the quotes"), (True, "boolean"),
     ([1.6, 1.6], "one number"), (np.zeros((2, 2)), "one number"), (float("nan"), "nan"),
     (float("inf"), "overflowed"), ({"a": 1}, "Expected a number"), (object(), "Expected"),
-    (1.5, "mu alone"), (1.61, "more digits"), (2, "Use z = mu"), (-1.6042, "Use z = mu"),
+    (1.5, "mu alone"), (1.61, "Close, but not right"), (1.7, "Use z = mu"),
+    (-1.6042, "Use z = mu"),
 ])
 def test_wrong_answers_get_a_message_and_never_raise(answer, says, capsys):
     right, message = CHECK.judge(answer)
@@ -66,3 +67,10 @@ def test_the_nearest_of_two_close_mistakes_gets_its_hint():
     check = NumberCheck(0.5, hints=[(0.947, "the per-axis box"), (0.9545, "one axis only")])
     assert check.judge(0.9545)[1].endswith("one axis only")
     assert check.judge(0.947)[1].endswith("the per-axis box")
+
+
+def test_a_close_answer_with_enough_digits_is_not_told_to_give_more():
+    check = NumberCheck(2.6689, digits=3)
+    assert "more digits" in check.judge(2.7)[1]                 # 2 digits: too few
+    assert check.judge(2.6956)[1].startswith("Close, but not right")
+    assert check.judge(2.6742)[1].startswith("Close, but not right")

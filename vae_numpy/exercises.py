@@ -106,6 +106,12 @@ class NumberCheck:
         if near:
             return False, f"Not quite. {min(near, key=lambda t: t[0])[1]}"
         if abs(value - want) <= self.close_rtol * abs(want):
+            shown = _decimals(value)
+            if self.digits and shown is not None and \
+                    _significant(value, shown) >= self.digits:
+                # enough digits, but not the right ones: more digits will not help
+                return False, ("Close, but not right: check the last step and the "
+                               "rounding.")
             more = f" (at least {self.digits} significant)" if self.digits else ""
             return False, f"Close: right method, but give more digits{more}."
         return False, f"Not quite. {self.fallback}"
