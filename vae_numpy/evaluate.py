@@ -119,7 +119,7 @@ def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 2
     chunk = max(1, min(k, max_rows // batch))   # samples at once
     out = np.empty(n)
     t0 = time.perf_counter()
-    bar = _progress_bar(n, f"IW bound, k={k}", progress)
+    bar = progress_bar(n, f"IW bound, k={k}", progress)
     for s in _batches(n, batch):
         xb = x[s]
         m = np.full(xb.shape[0], -np.inf)
@@ -146,12 +146,13 @@ def iw_log_likelihood(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: i
     return est.per_example if per_example else est.log_likelihood
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool, mininterval: float = 1.0):
+    """A tqdm bar (notebook-aware) that disappears when done, or None when not ``enabled``."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, mininterval=1.0)
+    return tqdm(total=total, desc=desc, leave=False, mininterval=mininterval)
 
 
 def kl_per_dimension(model: VAE, x, *, batch_size: int = 1000) -> np.ndarray:

@@ -49,8 +49,9 @@ class ELBO:
         return model.loss_and_grads(x, eps, check=check)
 
     def describe(self, model) -> str:
-        beta = model.config.beta
-        return "negative ELBO" if beta == 1 else f"beta-weighted objective (beta = {beta:g})"
+        from .evaluate import objective_name
+
+        return objective_name(model)
 
 
 class IWAE:

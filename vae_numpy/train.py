@@ -19,7 +19,7 @@ import numpy as np
 from .checkpoint import load_into, save_checkpoint
 from .data import dynamic_binarize, minibatches
 from .errors import ConfigError, NonFiniteError
-from .evaluate import negative_elbo
+from .evaluate import negative_elbo, progress_bar
 from .optim import SGD, Adam
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_rec", "train_kl", "test_loss", "test_rec",
@@ -173,7 +173,7 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         if lr_schedule is not None:
             optimizer.lr = float(lr_schedule(epoch))
         sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch}/{epochs}", progress, 0.5)
         for step, idx in enumerate(minibatches(n, batch_size, rng), start=1):
             xb = x[xp.asarray(idx)] if xp is not np else x[idx]
             if binarize == "dynamic":
@@ -211,14 +211,6 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         for callback in callbacks:
             callback(epoch, model, history)
     return history
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
 
 
 def _epoch_line(row: dict, model) -> str:
