@@ -434,9 +434,7 @@ def cmd_sample(args) -> int:
         raise InputError("sampling needs a VAE checkpoint; an autoencoder has no prior")
     if args.n < 1:
         raise InputError(f"-n must be >= 1; got {args.n}")
-    d = model.config.input_dim
-    side = int(round(np.sqrt(d)))
-    shape = (side, side) if side * side == d else (1, d)
+    shape = _image_shape(model.config.input_dim)
     images = model.backend.asnumpy(model.sample(args.n, np.random.default_rng(args.seed)))
     ax = image_grid(images, image_shape=shape, ncols=min(8, args.n),
                     title=f"{args.n} samples from the prior")
