@@ -6,6 +6,7 @@ The benchmark's pieces are checked here for correctness only: nothing is timed.
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -210,3 +211,37 @@ def test_cupy_trains_evaluates_and_checkpoints(tmp_path):
     assert loaded.model.backend.name == "cupy"
     # resuming restores Adam's moments onto the GPU
     fit(model, x, epochs=3, rng=0, progress=False, resume=ckpt)
+
+
+@needs_numba
+def test_benchmark_variants_are_what_they_say(monkeypatch):
+    """numba-compact gathers columns, numba-threads runs Adam on 2 threads; same training."""
+    monkeypatch.delenv("VAE_NUMPY_THREADS", raising=False)
+    x = data(700)
+    config = ModelConfig(**SMALL)
+    seen = []
+    adam = K.adam_update
+
+    def spy(*args, **kwargs):
+        seen.append(K.kernel_threads())
+        return adam(*args, **kwargs)
+
+    monkeypatch.setattr(K, "adam_update", spy)
+    flats = {}
+    for name in ("numba", *bench.VARIANTS):
+        variant = bench.VARIANTS.get(name)
+        path = bench._NumpyPath("numpy", config, x, 128, seed=3, variant=variant)
+        seen.clear()
+        path.epoch(dict.fromkeys(bench.PHASES, 0.0))
+        assert seen and set(seen) == {2 if name == "numba-threads" else 1}, name
+        want = "compact" if name == "numba-compact" else "range"
+        assert path.fused.first_layer == want and path.model.__dict__["_fused_step"] is path.fused
+        flats[name] = path.model.flat.copy()
+    assert "VAE_NUMPY_THREADS" not in os.environ          # put back after the epoch
+    for name in bench.VARIANTS:                            # the same training, to rounding
+        np.testing.assert_allclose(flats[name], flats["numba"], atol=1e-4)
+
+
+def test_benchmark_refuses_an_unknown_path():
+    with pytest.raises(ValueError, match="unknown benchmark path.*numba-compact"):
+        bench.run_benchmark(paths=("numba", "fast"), x=data(10), log=lambda line: None)

@@ -450,3 +450,13 @@ def test_a_run_that_diverges_at_once_leaves_nothing_behind(npy, tmp_path, capsys
                        1e6, "--out", tmp_path / "o")
     _one_line_error(code, err, "no checkpoint was written: it diverged in epoch 1")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("paths,pattern", [
+    ("numba,fast", "--paths: unknown path(s) fast; choose from numba, reference"),
+    (",", "--paths: unknown path(s) (none given)"),
+])
+def test_bench_refuses_unknown_paths_before_timing(paths, pattern, tmp_path, capsys):
+    code, out, err = run(capsys, "bench", "--paths", paths, "--out", tmp_path / "b")
+    _one_line_error(code, err, pattern)
+    assert out == "" and not (tmp_path / "b").exists()

@@ -46,6 +46,13 @@ from pathlib import Path
 import numpy as np
 
 PATHS = ("numba", "reference", "gemm", "torch", "torch-fused")
+# Variants of the fused path that the library measured and left out (vae_numpy.fused's
+# docstring): run on request, ``bench --paths numba,numba-compact,numba-threads``.
+VARIANTS = {
+    "numba-compact": {"first_layer": "compact"},   # gather only the non-zero columns
+    "numba-threads": {"threads": 2},               # loss kernel and Adam on two threads
+}
+ALL_PATHS = PATHS + tuple(VARIANTS)
 PHASES = ("data", "forward", "loss", "backward", "optimizer")
 
 
@@ -207,7 +214,8 @@ class _NumpyPath:
     epoch here gives the same parameters, bit for bit, as one epoch of ``fit``.
     """
 
-    def __init__(self, backend: str, config, x, batch_size: int, seed: int):
+    def __init__(self, backend: str, config, x, batch_size: int, seed: int,
+                 variant: dict | None = None):
         from .model import make_model
         from .train import make_optimizer
 
@@ -217,10 +225,14 @@ class _NumpyPath:
         self.x = x
         self.batch_size = batch_size
         self.fused = None
+        self.threads = (variant or {}).get("threads")
         if backend == "numpy":
-            from .fused import fused_step_for
+            from .fused import FusedStep, fused_step_for
 
             self.fused = fused_step_for(self.model)
+            if variant:
+                self.fused = self.model.__dict__["_fused_step"] = FusedStep(
+                    self.model, **variant)
 
     def epoch(self, phases: dict) -> float:
         from . import losses
@@ -230,6 +242,9 @@ class _NumpyPath:
         clock = time.perf_counter
         if self.fused is not None:
             self.fused.profile = phases
+        if self.threads is not None:   # Adam reads VAE_NUMPY_THREADS at every step
+            saved_threads = os.environ.get("VAE_NUMPY_THREADS")
+            os.environ["VAE_NUMPY_THREADS"] = str(self.threads)
         loss_time = [0.0]
 
         def timed(fn):
@@ -281,6 +296,11 @@ class _NumpyPath:
                 setattr(losses, name, fn)
             if self.fused is not None:
                 self.fused.profile = None
+            if self.threads is not None:
+                if saved_threads is None:
+                    os.environ.pop("VAE_NUMPY_THREADS", None)
+                else:
+                    os.environ["VAE_NUMPY_THREADS"] = saved_threads
 
 
 class _GemmPath:
@@ -714,7 +734,8 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
     Parameters
     ----------
     paths : sequence of str
-        Which of :data:`PATHS` to run (the PyTorch ones only when it imports).
+        Which of :data:`ALL_PATHS` to run (the PyTorch ones only when it imports):
+        :data:`PATHS` by default, the :data:`VARIANTS` of the fused path on request.
     epochs : int
         Timed epochs per path (the median is reported).
     limit : int, optional
@@ -732,6 +753,10 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
     from .evaluate import negative_elbo
     from .model import ModelConfig
 
+    unknown = [p for p in paths if p not in ALL_PATHS]
+    if unknown:
+        raise ValueError(f"unknown benchmark path(s) {unknown}; choose from "
+                         f"{', '.join(ALL_PATHS)}")
     config = ModelConfig()
     if x is None:
         from .data import load_mnist
@@ -758,6 +783,9 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
         runners["numba"] = _NumpyPath("numpy", config, x, batch_size, seed)
     if "reference" in paths:
         runners["reference"] = _NumpyPath("numpy-ref", config, x, batch_size, seed)
+    for name, variant in VARIANTS.items():
+        if name in paths:
+            runners[name] = _NumpyPath("numpy", config, x, batch_size, seed, variant)
     if "gemm" in paths:
         runners["gemm"] = _GemmPath(config, n, batch_size, seed)
     if torch_ok:
@@ -787,7 +815,7 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
             "gflops": result["flops"]["per_epoch"] / med / 1e9,
             "phases_share": {k: v / total for k, v in rec.phases.items()},
         }
-    if not torch_ok:
+    if not torch_ok and "torch" in paths:
         paths_out["torch"] = {"skipped": torch_why}
         if "torch-fused" in paths:
             paths_out["torch-fused"] = {"skipped": torch_why}
@@ -795,10 +823,15 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
     med = {k: v["median_s"] for k, v in paths_out.items() if "median_s" in v}
     ratios = {}
     for a, b in (("numba", "torch"), ("numba", "gemm"), ("numba", "reference"),
-                 ("numba", "torch-fused"), ("reference", "torch"), ("torch", "gemm")):
+                 ("numba", "torch-fused"), ("reference", "torch"), ("torch", "gemm"),
+                 *((v, "numba") for v in VARIANTS)):
         if a in med and b in med:
             ratios[f"{a}/{b}"] = med[a] / med[b]
     result["ratios"] = ratios
+    # the variants against the default, round by round (they ran next to each other)
+    result["round_ratios"] = {
+        f"{v}/numba": float(np.median(np.divide(recs[v].epochs, recs["numba"].epochs)))
+        for v in VARIANTS if v in recs and "numba" in recs}
     # the two NumPy paths trained the same model from the same seed: compare test ELBOs
     if x_test is not None and "numba" in runners and "reference" in runners:
         a = negative_elbo(runners["numba"].model, x_test)["loss"]
@@ -858,8 +891,10 @@ def to_markdown(result: dict) -> str:
     ]
     labels = {"numba": "NumPy + numba (default)", "reference": "NumPy reference (numpy-ref)",
               "gemm": "GEMMs alone (floor)", "torch": "PyTorch CPU",
-              "torch-fused": "PyTorch CPU, fused Adam"}
-    for name in PATHS:
+              "torch-fused": "PyTorch CPU, fused Adam",
+              "numba-compact": "NumPy + numba, compact first layer",
+              "numba-threads": "NumPy + numba, kernels on 2 threads"}
+    for name in ALL_PATHS:
         p = result["paths"].get(name)
         if p is None:
             continue
@@ -874,6 +909,9 @@ def to_markdown(result: dict) -> str:
     lines += ["", "| ratio of medians | value |", "|---|---:|"]
     for k, v in result["ratios"].items():
         lines.append(f"| {k} | {v:.2f} |")
+    if result.get("round_ratios"):
+        lines += ["", "| median of per-round ratios | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in result["round_ratios"].items()]
     te = result.get("test_elbo")
     if te:
         spread = (f"; the reference path from initial weights moved by 1 ulp: "
@@ -898,15 +936,16 @@ def to_markdown(result: dict) -> str:
                       f"(import of vae_numpy {c['import_s']:.2f} s)."]
     mem = result.get("memory")
     if mem:
-        def mb(v):
-            return f"{v / 2**20:.0f} MB"
+        def mib(v):
+            return f"{v / 2**20:.0f} MiB"
         lines += ["", "| memory, training on MNIST | peak RSS | imports | + MNIST | + model, "
                       "first step | after 100 steps | temporaries of a step |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for k, v in mem.items():
-            lines.append(f"| {k} | {mb(v['peak_rss'])} | {mb(v['after_import'])} | "
-                         f"{mb(v['after_data'])} | {mb(v['after_first_step'])} | "
-                         f"{mb(v['after_steps'])} | {v['step_temporaries'] / 1024:.0f} KB |")
+            lines.append(f"| {k} | {mib(v['peak_rss'])} | {mib(v['after_import'])} | "
+                         f"{mib(v['after_data'])} | {mib(v['after_first_step'])} | "
+                         f"{mib(v['after_steps'])} | "
+                         f"{v['step_temporaries'] / 1024:.0f} KiB |")
     return "\n".join(lines) + "\n"
 
 

@@ -450,10 +450,18 @@ def cmd_bench(args) -> int:
         raise InputError(f"--epochs must be >= 1; got {args.epochs}")
     if args.backend not in (None, "numpy"):
         raise InputError("bench compares the backends itself; leave out --backend")
+    from .bench import ALL_PATHS, PATHS
+
+    paths = PATHS if args.paths is None else tuple(
+        p.strip() for p in args.paths.split(",") if p.strip())
+    unknown = [p for p in paths if p not in ALL_PATHS]
+    if unknown or not paths:
+        raise InputError(f"--paths: unknown path(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(ALL_PATHS)}")
     result = run_benchmark(epochs=args.epochs, batch_size=args.batch_size,
                            limit=args.limit or None, use_torch=not args.no_torch,
                            seed=args.seed, gemm_reps=args.gemm_reps, extras=not args.quick,
-                           log=lambda line: print(line, flush=True))
+                           log=lambda line: print(line, flush=True), paths=paths)
     md, js = write_outputs(result, args.out, name=args.name)
     print()
     print(to_markdown(result))
@@ -569,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0,
                    help="train on the first N MNIST images only (default: all 60,000)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--paths", default=None,
+                   help="comma-separated paths to time (default: numba,reference,gemm,"
+                        "torch,torch-fused; also numba-compact, numba-threads: variants "
+                        "the library left out)")
     p.add_argument("--quick", action="store_true",
                    help="only the four paths: no GEMM table, compilation or memory runs")
     p.add_argument("--gemm-reps", type=int, default=30,

@@ -23,10 +23,15 @@ One GEMM is a numba loop instead of BLAS: the decoder's first layer,
 table found the fused loop faster than BLAS followed by a separate bias + ReLU
 pass (:data:`NUMBA_GEMMS`). What was measured and left out
 (``python -m vae_numpy bench`` prints the numbers): numba matrix products at the
-other shapes, a sparse first layer in numba, gathering only the non-zero columns
-(:class:`vae_numpy.kernels.ActiveColumns`, still available as
-``first_layer="compact"``), and splitting the kernels over two threads. None was
-faster on the two-core machine the book was built on. Two more were tried by hand
+other shapes and a sparse first layer in numba, neither faster than BLAS; gathering
+only the non-zero columns (:class:`vae_numpy.kernels.ActiveColumns`, available as
+``first_layer="compact"``), which copies x, W1 and its gradient at every step and
+whose gain depends on the processor (``bench --paths numba,numba-compact`` measures
+it; book/bench/variants.md has one run, a few percent faster there); and splitting
+the kernels over two threads (``numba-threads``), no faster. The block of columns
+stays the default because it copies nothing and gives the product BLAS would give
+on the full width. Two more were tried by hand on the two-core machine the book was
+built on
 there and left out: running each half of the batch on its own thread with
 single-threaded BLAS (a step without Adam took about 3.0 ms instead of 2.6 ms: the work
 between the GEMMs does not halve with the batch, and a 64-row GEMM on one core took

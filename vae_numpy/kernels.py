@@ -512,9 +512,12 @@ def _adam_update_numba(p, g, m, v, lr, b1, b2, eps, t):
         gi = g[i]
         mi = f_b1 * m[i] + one_b1 * gi
         vi = f_b2 * v[i] + one_b2 * (gi * gi)
-        # A pixel that is always 0 gets gradient 0, and its moments decay geometrically
-        # into subnormal floats, which x86 computes on ~100x slower (training slowed
-        # 10x). Flushing them to 0 changes the update by less than 1e-22.
+        # The weights of a pixel that is inked only rarely get a gradient now and then,
+        # and between those steps their moments decay geometrically into subnormal
+        # floats, which many x86 processors compute on far more slowly (chapter 11
+        # measures it). A pixel that is never inked keeps m = v = 0 exactly. Flushing
+        # values below 1e-30 to 0, before they turn subnormal, changes the update by
+        # less than 1e-22.
         mi = mi if abs(mi) >= tiny else zero
         vi = vi if vi >= tiny else zero
         m[i] = mi
@@ -525,10 +528,11 @@ def _adam_update_numba(p, g, m, v, lr, b1, b2, eps, t):
 def kernel_threads() -> int:
     """Threads the large elementwise kernels split over: ``VAE_NUMPY_THREADS``, else 1.
 
-    One thread by default: measured on two cores, splitting Adam or the loss over
-    both made a training step slower, because the second core is where OpenBLAS's
-    worker thread waits for the next GEMM (and, on a busy machine, where another
-    program runs). The split never changes a result: each thread updates its own
+    One thread by default: measured on two cores, splitting Adam and the loss over
+    both made a training step no faster (``bench --paths numba,numba-threads``;
+    book/bench/variants.md), because the second core is where OpenBLAS's worker
+    thread waits for the next GEMM (and, on a busy machine, where another program
+    runs). The split never changes a result: each thread updates its own
     slice of the arrays.
     """
     value = os.environ.get("VAE_NUMPY_THREADS", "")
