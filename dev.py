@@ -40,7 +40,7 @@ REGISTRY = "https://registry.npmjs.org"
 # JavaScript the built book serves itself, so that it renders with no network.
 # Each entry becomes one folder of _vendor/: the newest release of `major` of an npm
 # package, the files matching `keep` with `strip` cut from their paths, plus `add`,
-# files of our own. _config.yml points `mathjax_path` and `nb_ipywidgets_js` here.
+# files of our own. _config.yml points `mathjax_path` here.
 NPM_ASSETS = {
     # MathJax finds its fonts and TeX extensions relative to tex-chtml.js, so the es5/
     # layout is kept. The extensions are autoloaded by macros such as \boldsymbol.
@@ -48,20 +48,6 @@ NPM_ASSETS = {
         "package": "mathjax", "major": 3, "strip": "es5/",
         "keep": ["es5/tex-chtml.js", "es5/output/chtml/fonts/*",
                  "es5/input/tex/extensions/*", "LICENSE", "package.json"],
-    },
-    "requirejs": {"package": "requirejs", "major": 2, "keep": ["require.js", "package.json"]},
-    # html-manager 1.x is the one for ipywidgets 8 (ipywidgets' __html_manager_version__
-    # is ^1.0.1). Its icon fonts sit beside embed-amd.js, but it looks for them under
-    # the page's own folder (its requirejs module URL); public-path.js, loaded before
-    # it, points that module URL at this folder.
-    "html-manager": {
-        "package": "@jupyter-widgets/html-manager", "major": 1, "strip": "dist/",
-        "keep": ["dist/embed-amd.js", "dist/*.woff2", "dist/*.woff", "dist/*.ttf",
-                 "dist/*.eot", "dist/*.svg", "package.json"],
-        "add": {"public-path.js": (
-            "// Written by dev.py: load html-manager's fonts from this folder.\n"
-            "require.config({paths: {'@jupyter-widgets/html-manager/dist':\n"
-            "  document.currentScript.src.replace(/\\/[^\\/]*$/, '')}});\n")},
     },
 }
 

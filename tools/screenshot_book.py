@@ -1,24 +1,25 @@
-"""Screenshot every page of the built book and check that it works offline.
+"""Screenshot every page of the built book, whole, and check that it works offline.
 
     python3 dev.py screenshots        (after `python3 dev.py book`)
 
 For each page in _toc.yml this serves _build/html on 127.0.0.1, opens the page in
-headless Chromium twice (once for a PNG in _build/screenshots/, once for the DOM
-after scripts ran) and checks that
+headless Chromium (driven by playwright) at 1280 px wide, waits for MathJax and for
+vae-book.js to build the explorers and answer boxes, saves a PNG of the whole page in
+_build/screenshots/, and checks that
 
 - MathJax typeset the page's math (<mjx-container> elements, and no TeX errors),
-- embedded widgets were drawn by the widget JavaScript,
+- every explorer and answer box of the page started (vae-book.js marks them ready),
+- the page logged no error or warning in the console and threw no exception,
 - every file the page asked for of the local server exists (a 404 is a missing
   font, image or script),
-- the page requested nothing outside localhost. Chromium writes a NetLog, and every
-  request the page made (it carries the page's site in its network isolation key,
-  unlike Chromium's own update checks and account lookups) must be for 127.0.0.1.
-  The DOM is also searched for scripts, styles, images and frames with remote
-  addresses. Chromium's proxy is a local one that refuses everything, so nothing
-  leaves the machine even where there is a network.
+- the page requested nothing outside localhost: every request it made is recorded,
+  and Chromium's proxy is a local one that refuses everything, so nothing leaves
+  the machine even where there is a network. The DOM is also searched for scripts,
+  styles, images and frames with remote addresses.
 
-It exits 1 and lists the failing pages if any check fails. Needs PyYAML (in .venv)
-and Chromium (Debian: apt-get install chromium).
+It exits 1 and lists the failing pages if any check fails. tests/test_browser.py runs
+the same checks (:func:`page_problems`) on every page. Needs PyYAML and playwright (in
+.venv) and Chromium (Debian: apt-get install chromium).
 """
 
 from __future__ import annotations
@@ -26,12 +27,9 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
-import json
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import urllib.parse
 from pathlib import Path
@@ -39,12 +37,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-default-apps", "--disable-extensions", "--hide-scrollbars",
-    "--virtual-time-budget=8000", "--window-size=1280,2400",
 ]
+VIEWPORT = {"width": 1280, "height": 900}
 # Tags that make the browser fetch what their src/href names. <a href> is a link, not a fetch.
 REMOTE_FETCH = re.compile(
     r"<(?:script|img|iframe|source|audio|video|embed)\b[^>]*\bsrc=[\"'](?:https?:)?//(?P<a>[^/\"']+)"
@@ -107,37 +105,6 @@ def serve(handler) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def page_requests(netlog: Path) -> set[str]:
-    """URLs requested on behalf of a page served from 127.0.0.1, read from a NetLog."""
-    log = json.loads(netlog.read_text(encoding="utf-8"))
-    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    urls = set()
-    for event in log["events"]:
-        params = event.get("params") or {}
-        # The key is "<top-frame site> <frame site>"; Chromium's own traffic has
-        # "null null" or a Google site there, so it is not counted against the page.
-        top_site = params.get("network_isolation_key", "").split(" ")[0]
-        if event["type"] == start_job and "url" in params and top_site == "http://127.0.0.1":
-            urls.add(params["url"])
-    return urls
-
-
-def chromium(binary: str, proxy_port: int, *args: str) -> tuple[subprocess.CompletedProcess, set]:
-    """Run Chromium once; return the run and the URLs the page requested (None: no log)."""
-    # A fresh profile per call: nothing cached from an earlier page can hide a fetch.
-    with tempfile.TemporaryDirectory(prefix="chromium-") as tmp:
-        run = subprocess.run(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile",
-             f"--log-net-log={tmp}/netlog.json",
-             f"--proxy-server=http://127.0.0.1:{proxy_port}", *args],
-            capture_output=True, text=True, timeout=120)
-        try:
-            requested = page_requests(Path(tmp, "netlog.json"))
-        except (OSError, ValueError, KeyError):
-            requested = None
-    return run, requested
-
-
 def check_dom(html: str, dom: str) -> list[str]:
     """Problems visible in the DOM after scripts ran (`html` is the page as built)."""
     problems = []
@@ -147,9 +114,11 @@ def check_dom(html: str, dom: str) -> list[str]:
         errors = re.findall(r'data-mjx-error="([^"]*)"', dom)
         if errors or "<mjx-merror" in dom:
             problems.append(f"MathJax reported TeX errors: {sorted(set(errors))}")
-    # The widget renderer wraps each widget it draws in a new div.widget-subarea.
-    if "application/vnd.jupyter.widget-view+json" in html and 'class="widget-subarea"' not in dom:
-        problems.append("page has widgets but the widget JavaScript drew none")
+    for kind in ("vae-explorer", "vae-answer"):
+        made = len(re.findall(rf'<div class="{kind}\b', html))
+        ready = len(re.findall(rf'<div class="{kind}\b[^"]*\bvae-ready', dom))
+        if ready != made:
+            problems.append(f"{ready} of the page's {made} {kind} elements started")
     hosts = {m.group("a") or m.group("b") for m in REMOTE_FETCH.finditer(dom)}
     remote = sorted(h for h in hosts if not is_local(f"http://{h}/"))
     if remote:
@@ -157,20 +126,45 @@ def check_dom(html: str, dom: str) -> list[str]:
     return problems
 
 
-def check_page(binary: str, proxy_port: int, url: str, html_file: Path, png: Path) -> list[str]:
-    """Screenshot one page into `png`; return what is wrong with it."""
-    png.unlink(missing_ok=True)
+def launch(playwright, binary: str, proxy_port: int):
+    """Headless Chromium whose proxy refuses every request that is not for loopback."""
+    return playwright.chromium.launch(
+        executable_path=binary, args=CHROMIUM_ARGS,
+        proxy={"server": f"http://127.0.0.1:{proxy_port}", "bypass": "127.0.0.1,localhost"})
+
+
+def open_page(browser):
+    """A fresh 1280 px page (nothing cached) that records its errors and requests."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.problems, page.requests = [], []
+    page.on("pageerror", lambda e: page.problems.append(f"exception: {e}"))
+    page.on("console", lambda m: page.problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.on("response", lambda r: page.problems.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    return page
+
+
+def page_problems(page, url: str, html_file: Path, png: Path | None = None) -> list[str]:
+    """Open ``url`` in ``page`` (from :func:`open_page`); return what is wrong with it.
+
+    With ``png``, also save a screenshot of the whole page there.
+    """
     SiteHandler.missing.clear()
-    shot, shot_urls = chromium(binary, proxy_port, f"--screenshot={png}", url)
-    dom, dom_urls = chromium(binary, proxy_port, "--dump-dom", url)
-    problems = [f"chromium exited {run.returncode}: {run.stderr.strip()[-500:]}"
-                for run in (shot, dom) if run.returncode != 0]
-    if not png.exists() or png.stat().st_size == 0:
-        problems.append("no screenshot written")
-    problems += check_dom(html_file.read_text(encoding="utf-8"), dom.stdout)
-    if shot_urls is None or dom_urls is None:
-        problems.append("Chromium wrote no readable NetLog: its requests cannot be checked")
-    remote = sorted(u for u in (shot_urls or set()) | (dom_urls or set()) if not is_local(u))
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_function("() => window.VAE_BOOK && window.VAE_BOOK.ready", timeout=20_000)
+    page.evaluate("() => window.VAE_BOOK.ready")
+    page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+    problems = list(page.problems)
+    if png is not None:
+        png.unlink(missing_ok=True)
+        page.screenshot(path=str(png), full_page=True)
+        if not png.exists() or png.stat().st_size == 0:
+            problems.append("no screenshot written")
+    problems += check_dom(html_file.read_text(encoding="utf-8"), page.content())
+    remote = sorted(u for u in page.requests if not is_local(u))
     if remote:
         problems.append(f"requested from outside localhost: {remote}")
     if SiteHandler.missing:
@@ -192,21 +186,28 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no Chromium at {args.chromium}: on Debian, `apt-get install -y chromium`")
     args.out.mkdir(parents=True, exist_ok=True)
 
+    from playwright.sync_api import sync_playwright
+
     site = serve(functools.partial(SiteHandler, directory=str(args.html)))
     proxy = serve(RefusingProxy)
     failures: dict[str, list[str]] = {}
     try:
-        for page in toc_pages(args.toc):
-            html_file = args.html / f"{page}.html"
-            png = args.out / (page.replace("/", "__") + ".png")
-            if html_file.exists():
-                url = f"http://127.0.0.1:{site.server_address[1]}/{page}.html"
-                problems = check_page(args.chromium, proxy.server_address[1], url, html_file, png)
-            else:
-                problems = [f"not built: {html_file} is missing"]
-            print(f"{'FAIL' if problems else 'ok  '} {page} -> {png}", flush=True)
-            if problems:
-                failures[page] = problems
+        with sync_playwright() as p:
+            browser = launch(p, args.chromium, proxy.server_address[1])
+            for name in toc_pages(args.toc):
+                html_file = args.html / f"{name}.html"
+                png = args.out / (name.replace("/", "__") + ".png")
+                if html_file.exists():
+                    page = open_page(browser)
+                    url = f"http://127.0.0.1:{site.server_address[1]}/{name}.html"
+                    problems = page_problems(page, url, html_file, png)
+                    page.context.close()
+                else:
+                    problems = [f"not built: {html_file} is missing"]
+                print(f"{'FAIL' if problems else 'ok  '} {name} -> {png}", flush=True)
+                if problems:
+                    failures[name] = problems
+            browser.close()
     finally:
         site.shutdown()
         proxy.shutdown()
