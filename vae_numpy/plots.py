@@ -292,7 +292,8 @@ def plot_manifold(model, *, n: int = 20, ax=None, tick_every: int = 4):
     ax.imshow(tile_images(images, (side, side), ncols=n, pad=0), cmap="gray_r", vmin=0.0,
               vmax=1.0, interpolation="nearest")
     centres = np.arange(n) * side + side / 2 - 0.5
-    idx = np.arange(0, n, tick_every)
+    half = np.arange(0, (n + 1) // 2, tick_every)
+    idx = np.unique(np.r_[half, n - 1 - half])        # symmetric: both ends named
     ax.set_xticks(centres[idx], [f"{v:.2f}" for v in values[idx]])
     ax.set_yticks(centres[idx], [f"{v:.2f}" for v in values[::-1][idx]])
     ax.tick_params(labelsize=8)
