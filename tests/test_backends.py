@@ -140,6 +140,21 @@ def test_gemm_shapes_cover_a_step():
                                               (16, 5, 32), (16, 32, 64), (16, 64, 784)]
 
 
+def test_the_gemm_floor_times_each_product_in_its_own_phase():
+    config = ModelConfig(**SMALL)
+    path = bench._GemmPath(config, 300, 128, seed=0)
+    step = path.steps[0]
+    want = {phase: sorted((g.m, g.k, g.n) for g in bench.gemm_shapes(config, 128)
+                          if g.phase == phase) for phase in ("forward", "backward")}
+    for phase in ("forward", "backward"):
+        assert sorted(out.shape[:1] + a.shape[1:] + out.shape[1:]
+                      for a, _, out, _ in step[phase]) == want[phase]
+        assert {op[3] for op in step[phase]} == {phase}
+    phases = dict.fromkeys(bench.PHASES, 0.0)
+    path.epoch(phases)
+    assert phases["forward"] > 0 and phases["backward"] > 0
+
+
 @needs_numba
 def test_benchmark_runs_and_writes_its_report(tmp_path):
     x, x_test = data(384), data(200, seed=1)

@@ -320,7 +320,9 @@ class _GemmPath:
                                             dtype=np.float32)
                     ops.append((a.T if g.trans_a else a, w.T if g.trans_b else w,
                                 np.empty((g.m, g.n), np.float32), g.phase))
-                cache[b] = ops
+                # timed by each product's own phase (gemm_shapes interleaves them by layer)
+                cache[b] = {phase: [op for op in ops if op[3] == phase]
+                            for phase in ("forward", "backward")}
             self.steps.append(cache[b])
 
     def epoch(self, phases: dict) -> float:
@@ -329,10 +331,10 @@ class _GemmPath:
         t_epoch = clock()
         for ops in self.steps:
             t0 = clock()
-            for a, w, out, _ in ops[:len(ops) // 2]:
+            for a, w, out, _ in ops["forward"]:
                 matmul(a, w, out=out)
             t1 = clock()
-            for a, w, out, _ in ops[len(ops) // 2:]:
+            for a, w, out, _ in ops["backward"]:
                 matmul(a, w, out=out)
             t2 = clock()
             phases["forward"] += t1 - t0
