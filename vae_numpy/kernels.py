@@ -512,10 +512,12 @@ def _adam_update_numba(p, g, m, v, lr, b1, b2, eps, t):
         gi = g[i]
         mi = f_b1 * m[i] + one_b1 * gi
         vi = f_b2 * v[i] + one_b2 * (gi * gi)
-        # The weights of a pixel that is inked only rarely get a gradient now and then,
-        # and between those steps their moments decay geometrically into subnormal
-        # floats, which many x86 processors compute on far more slowly (chapter 11
-        # measures it). A pixel that is never inked keeps m = v = 0 exactly. Flushing
+        # Weights whose gradient is exactly 0 for many steps (those into and out of a
+        # ReLU unit that no input activates, and those of a rarely inked pixel between
+        # its images) see their moments decay geometrically into subnormal floats,
+        # which many x86 processors compute on far more slowly, and in float32
+        # 0.9 * m stops shrinking there (chapter 11). A pixel that is never inked keeps
+        # m = v = 0 exactly. Flushing
         # values below 1e-30 to 0, before they turn subnormal, changes the update by
         # less than 1e-22.
         mi = mi if abs(mi) >= tiny else zero
