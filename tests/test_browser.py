@@ -80,11 +80,11 @@ def page(browser):
     pg.context.close()
 
 
-def state(pg, selector):
+def explorer_state(root) -> dict:
     """An explorer's last state (el.vaeState), with typed arrays as lists."""
-    return pg.evaluate("""sel => { const s = document.querySelector(sel).vaeState;
-        const out = {}; for (const k in s) out[k] = ArrayBuffer.isView(s[k]) ?
-        Array.from(s[k]) : s[k]; return out; }""", selector)
+    return root.evaluate("""e => { const s = e.vaeState, out = {};
+        for (const k in s) out[k] = ArrayBuffer.isView(s[k]) ? Array.from(s[k]) : s[k];
+        return out; }""")
 
 
 def canvas_grey(pg, selector, shape):
@@ -131,7 +131,8 @@ def made_page(tmp_path_factory):
     web.export_asset("t-dec2", web.decoder_asset(m2), folder=assets)
     web.export_asset("t-dec5", web.decoder_asset(m5), folder=assets)
     frames = np.random.default_rng(4).random((3, 2, 28 * 28))
-    web.export_asset("t-frames", {"frames": web.encode_array(frames), "grid": [[0, 1, 2], [5, 6]],
+    web.export_asset("t-frames", {"frames": web.encode_array(frames, grey=True),
+                                  "grid": [[0, 1, 2], [5, 6]],
                                   "names": ["a", "b"], "start": [1, 0],
                                   "image_shape": [28, 28]}, folder=assets)
     rng = np.random.default_rng(5)
@@ -172,12 +173,12 @@ def open_made(page, made_page):
 def test_latent_plane_follows_the_pointer_and_draws_numpys_digit(page, made_page):
     open_made(page, made_page)
     m2 = made_page["m2"]
-    s = state(page, "#x0 .vae-explorer")
+    s = explorer_state(page.locator("#x0 .vae-explorer"))
     assert s["z"] == [0.5, -0.5]
     np.testing.assert_allclose(s["image"], web.decoded_images(m2, [s["z"]])[0], atol=1e-5)
     box = page.locator("#x0 canvas.vae-plane").bounding_box()
     page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + 0.25 * box["height"])
-    moved = state(page, "#x0 .vae-explorer")
+    moved = explorer_state(page.locator("#x0 .vae-explorer"))
     np.testing.assert_allclose(moved["z"], [0.6 * 3.0, 0.5 * 3.0], atol=0.05)
     want = web.decoded_images(m2, [moved["z"]])[0]
     np.testing.assert_allclose(moved["image"], want, atol=1e-5)
@@ -191,14 +192,14 @@ def test_sliders_and_interpolation_decode_the_code_they_show(page, made_page):
     open_made(page, made_page)
     m5, pca = made_page["m5"], made_page["pca"]
     set_range(page, "#x1 input[aria-label=PC2]", -2.0)
-    s = state(page, "#x1 .vae-explorer")
+    s = explorer_state(page.locator("#x1 .vae-explorer"))
     np.testing.assert_allclose(s["z"], -2.0 * 0.7 * pca[1], atol=1e-6)
     np.testing.assert_allclose(s["image"], web.decoded_images(m5, [s["z"]])[0], atol=1e-5)
 
     codes = made_page["codes5"]
     set_range(page, "#x2 input[aria-label=t]", 0.25)
     page.select_option("#x2 select[aria-label=to]", "3")
-    s = state(page, "#x2 .vae-explorer")
+    s = explorer_state(page.locator("#x2 .vae-explorer"))
     np.testing.assert_allclose(s["z"], 0.75 * codes[0] + 0.25 * codes[3], atol=1e-6)
     np.testing.assert_allclose(s["image"], web.decoded_images(m5, [s["z"]])[0], atol=1e-5)
     assert "t = 0.25 from a to d" in page.inner_text("#x2 .vae-caption")
@@ -209,7 +210,7 @@ def test_kl_and_reparameterization_explorers_compute_what_the_library_does(page,
     before = page.eval_on_selector("#x3 canvas", "c => c.toDataURL()")
     set_range(page, "#x3 input[aria-label=μ]", -1.5)
     set_range(page, "#x3 input[aria-label=σ]", 2.0)
-    s = state(page, "#x3 .vae-explorer")
+    s = explorer_state(page.locator("#x3 .vae-explorer"))
     mu, log_var = np.array([[-1.5]]), np.log(np.array([[2.0**2]]))
     assert s["kl"] == pytest.approx(float(kl_divergence(mu, log_var)[0]), rel=1e-12)
     assert page.eval_on_selector("#x3 canvas", "c => c.toDataURL()") != before
@@ -217,7 +218,7 @@ def test_kl_and_reparameterization_explorers_compute_what_the_library_does(page,
 
     set_range(page, "#x4 input[aria-label=μ]", 1.0)
     set_range(page, "#x4 input[aria-label=σ]", 0.5)
-    s = state(page, "#x4 .vae-explorer")
+    s = explorer_state(page.locator("#x4 .vae-explorer"))
     eps = np.random.default_rng(6).standard_normal(500).astype(np.float32)
     np.testing.assert_allclose(s["z"], 1.0 + 0.5 * eps.astype(float), atol=1e-12)
 
@@ -226,9 +227,9 @@ def test_frames_explorer_shows_the_frame_of_its_factors(page, made_page):
     open_made(page, made_page)
     set_range(page, "#x5 input[aria-label=a]", 2)
     set_range(page, "#x5 input[aria-label=b]", 1)
-    s = state(page, "#x5 .vae-explorer")
+    s = explorer_state(page.locator("#x5 .vae-explorer"))
     assert s["values"] == [2, 6]
-    np.testing.assert_allclose(s["image"], made_page["frames"][2, 1], atol=1e-7)
+    np.testing.assert_allclose(s["image"], made_page["frames"][2, 1], atol=0.5 / 255 + 1e-7)
 
 
 def test_answer_box_says_what_the_notebooks_checker_says(page, made_page):
@@ -274,6 +275,42 @@ def site(driver):
     proxy.shutdown()
 
 
+def check_built_explorer(root) -> None:
+    """An explorer of the built book follows its first control and computes what NumPy does."""
+    kind = root.get_attribute("data-kind")
+    settings = json.loads(root.get_attribute("data-settings"))
+    before = explorer_state(root)
+    if kind == "latent-plane":                 # moved by the pointer, not a control
+        control = root.locator("canvas.vae-plane")
+        box = control.bounding_box()
+        control.hover(position={"x": 0.8 * box["width"], "y": 0.25 * box["height"]})
+    elif (control := root.locator("input[type=range], select").first).evaluate(
+            "e => e.tagName") == "SELECT":
+        control.select_option(index=1 if control.input_value() != "1" else 2)
+    else:
+        control.evaluate("""e => { e.value = Number(e.min) + 0.7 * (e.max - e.min);
+            e.dispatchEvent(new Event("input", {bubbles: true})); }""")
+    after = explorer_state(root)
+    assert after != before, f"{kind}: moving {control} changed nothing"
+    asset = settings.get("asset")
+    data = web.read_asset(BUILT / "_static" / "assets" / f"{asset}.js") if asset else {}
+    if data.get("kind") == "decoder":                    # the page draws NumPy's image
+        for s in (before, after):
+            np.testing.assert_allclose(s["image"], web.decode_asset(data, s["z"])[0],
+                                       atol=1e-5)
+        assert after["ms"] < 50, f"{kind}: one decode took {after['ms']:.1f} ms"
+    elif data.get("kind") == "frames":
+        frames = web.decode_array(data["frames"])
+        flat = int(np.ravel_multi_index(after["index"], [len(g) for g in data["grid"]]))
+        np.testing.assert_allclose(after["image"], frames[flat].ravel(), atol=1e-6)
+    elif kind == "kl":
+        mu, log_var = np.array([[after["mu"]]]), np.log(np.array([[after["sigma"] ** 2]]))
+        assert after["kl"] == pytest.approx(float(kl_divergence(mu, log_var)[0]), rel=1e-9)
+    elif kind == "reparam":
+        eps = web.decode_array(settings["eps"]).astype(float)
+        np.testing.assert_allclose(after["z"], after["mu"] + after["sigma"] * eps, atol=1e-12)
+
+
 @needs_book
 @pytest.mark.parametrize("name", built_pages() or ["(none)"])
 def test_built_page_loads_cleanly_and_computes(name, site):
@@ -284,12 +321,11 @@ def test_built_page_loads_cleanly_and_computes(name, site):
         problems = screenshot_book.page_problems(page, f"{base}/{name}.html", html_file)
         assert problems == [], problems
         assert "thebe" not in html_file.read_text(encoding="utf-8").lower()
-        for root in page.locator("div.vae-explorer").all():   # decoders draw NumPy's image
-            asset = json.loads(root.get_attribute("data-settings")).get("asset")
-            data = web.read_asset(BUILT / "_static" / "assets" / f"{asset}.js") if asset else {}
-            if data.get("kind") != "decoder":
-                continue
-            s = root.evaluate("e => ({z: e.vaeState.z, image: Array.from(e.vaeState.image)})")
-            np.testing.assert_allclose(s["image"], web.decode_asset(data, s["z"])[0], atol=1e-5)
+        for root in page.locator("div.vae-explorer").all():
+            check_built_explorer(root)
+        for box in page.locator("div.vae-answer").all():      # a box answers at all
+            box.locator("input").fill("not a number")
+            box.locator("button").click()
+            assert "number" in box.locator(".vae-verdict").inner_text()
     finally:
         page.context.close()

@@ -81,6 +81,15 @@ def small_vae(activation="relu", likelihood="bernoulli", seed=0):
 
 
 # -- assets --------------------------------------------------------------------------------
+def test_grey_arrays_are_stored_as_bytes():
+    a = np.random.default_rng(1).random((4, 7))
+    d = web.encode_array(a, grey=True)
+    assert len(d["u8"]) < len(web.encode_array(a)["f32"]) / 3
+    np.testing.assert_allclose(web.decode_array(d), a, atol=0.5 / 255)
+    with pytest.raises(ValueError, match="grey=True stores values in \\[0, 1\\]"):
+        web.encode_array(a + 0.5, grey=True)
+
+
 def test_arrays_round_trip_as_float32():
     a = np.random.default_rng(1).standard_normal((3, 5))
     d = web.encode_array(a)
@@ -92,6 +101,7 @@ def test_export_writes_a_whole_asset_or_nothing(tmp_path, monkeypatch):
     path = web.export_asset("ch0-test", {"x": [1, 2]}, folder=tmp_path)
     assert path == tmp_path / "ch0-test.js" and web.read_asset(path) == {"x": [1, 2]}
     assert 'VAE_BOOK_ASSETS || {})["ch0-test"] = ' in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o644            # readable by a web server
 
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
@@ -216,7 +226,7 @@ def test_principal_axes_are_the_codes_spread():
 
 
 def test_frames_are_stored_in_the_order_the_page_reads_them(tmp_path):
-    html = web.frames("t-grid", lambda a, b: np.full((2, 3), 10 * a + b),
+    html = web.frames("t-grid", lambda a, b: np.full((2, 3), (10 * a + b) / 100),
                       {"a": [0, 1, 2], "b": [5, 6]}, start={"a": 1.2, "b": 6},
                       folder=tmp_path)
     asset = web.read_asset(tmp_path / "t-grid.js")
@@ -224,7 +234,8 @@ def test_frames_are_stored_in_the_order_the_page_reads_them(tmp_path):
     assert images.shape == (6, 2, 3) and asset["start"] == [1, 1]
     for i, a in enumerate([0, 1, 2]):
         for j, b in enumerate([5, 6]):
-            assert images[i * 2 + j, 0, 0] == 10 * a + b        # the last factor fastest
+            want = (10 * a + b) / 100                              # the last factor fastest
+            assert abs(images[i * 2 + j, 0, 0] - want) <= 0.5 / 255   # 256 grey levels
     assert 'data-kind="frames"' in html and "t-grid" in html
 
 

@@ -40,11 +40,14 @@
     return pending[name];
   }
 
-  function f32(d) {  // {shape, f32: base64 little-endian float32} -> Float32Array
-    const bytes = atob(d.f32);
+  function f32(d) {  // {shape, f32: base64 float32 | u8: base64 bytes / 255} -> Float32Array
+    const bytes = atob(d.f32 || d.u8);
     const buf = new Uint8Array(bytes.length);
     for (let i = 0; i < bytes.length; i++) buf[i] = bytes.charCodeAt(i);
-    return new Float32Array(buf.buffer);
+    if (d.u8 === undefined) return new Float32Array(buf.buffer);
+    const out = new Float32Array(buf.length);
+    for (let i = 0; i < buf.length; i++) out[i] = buf[i] / 255;
+    return out;
   }
 
   // -- the decoder: h = act(h @ W + b), layer by layer, then the image ---------------
@@ -236,7 +239,7 @@
     ctx.strokeStyle = "#999"; ctx.beginPath(); ctx.moveTo(0, h - 20); ctx.lineTo(w, h - 20);
     ctx.stroke();
     ctx.fillStyle = "#555"; ctx.font = "11px sans-serif";
-    for (let x = Math.ceil(xlim[0]); x <= xlim[1]; x++) {
+    for (let x = Math.floor(xlim[0]) + 1; x < xlim[1]; x++) {   // inner ticks: none clipped
       const px = (x - xlim[0]) / (xlim[1] - xlim[0]) * w;
       ctx.fillText(String(x), px - 3, h - 6);
     }
@@ -259,10 +262,11 @@
     const readout = el("div", {class: "vae-caption"});
     function show() {
       const kl = klTerms(mu, sigma);
+      const peak = Math.max(1 / sigma, 1) / Math.sqrt(2 * Math.PI);   // the taller density
       drawCurves(canvas, [
-        {f: function (x) { return normalPdf(x, 0, 1); }, color: "#444", dash: [6, 4]},
-        {f: function (x) { return normalPdf(x, mu, sigma); }, color: TAB10[0]}],
-        [-5, 5], 1.0);
+        {f: function (x) { return normalPdf(x, mu, sigma); }, color: TAB10[0]},
+        {f: function (x) { return normalPdf(x, 0, 1); }, color: "#444", dash: [6, 4]}],
+        [-5, 5], 1.15 * peak);
       const total = kl.mean + kl.spread;
       readout.textContent = "KL(q || p) = " + total.toFixed(4) + " nats = mean term " +
         kl.mean.toFixed(4) + " + spread term " + kl.spread.toFixed(4) +
@@ -297,11 +301,12 @@
         if (b >= 0 && b < bins) counts[b]++;
       }
       const scale = bins / (z.length * (xlim[1] - xlim[0]));   // counts -> density
+      const ymax = 1.15 / (sigma * Math.sqrt(2 * Math.PI));   // the density's peak fits
       drawCurves(canvas, [{f: function (x) { return normalPdf(x, mu, sigma); },
-                           color: TAB10[3]}], xlim, 1.0);
+                           color: TAB10[3]}], xlim, ymax);
       ctx.fillStyle = "rgba(31, 119, 180, 0.45)";
       for (let b = 0; b < bins; b++) {
-        const hgt = Math.min(counts[b] * scale, 1.05) * (h - 30);
+        const hgt = Math.min(counts[b] * scale / ymax, 1.05) * (h - 30);
         ctx.fillRect(b / bins * w, h - 20 - hgt, w / bins - 1, hgt);
       }
       ctx.fillStyle = "#000";
@@ -328,13 +333,15 @@
     const index = names.map(function () { return 0; });
     const digit = el("canvas", {width: 4 * shape[1], height: 4 * shape[0], class: "vae-digit"});
     const caption = el("div", {class: "vae-caption"});
+    function label(n) { return n.replace(/_/g, " "); }
+    function shown(v) { return Number.isInteger(v) ? String(v) : v.toFixed(2); }
     function show() {
       let flat = 0;
       for (let i = 0; i < names.length; i++) flat = flat * grid[i].length + index[i];
       const image = frames.subarray(flat * size, (flat + 1) * size);
       paintImage(digit, image, shape);
       caption.textContent = names.map(function (n, i) {
-        return n + " " + grid[i][index[i]].toFixed(2); }).join(", ");
+        return label(n) + " " + shown(grid[i][index[i]]); }).join(", ");
       root.vaeState = {index: index.slice(), values: names.map(function (n, i) {
         return grid[i][index[i]]; }), image: image};
       root.dispatchEvent(new CustomEvent("vae-redraw"));
@@ -344,10 +351,10 @@
       const input = el("input", {type: "range", min: 0, max: grid[i].length - 1, step: 1,
                                  value: index[i], "aria-label": name});
       const readout = el("span", {class: "vae-readout"});
-      function label() { readout.textContent = grid[i][index[i]].toFixed(2); }
-      input.addEventListener("input", function () { index[i] = Number(input.value); label(); show(); });
-      label();
-      return el("label", {class: "vae-slider"}, [el("span", {text: name}), input, readout]);
+      function update() { readout.textContent = shown(grid[i][index[i]]); }
+      input.addEventListener("input", function () { index[i] = Number(input.value); update(); show(); });
+      update();
+      return el("label", {class: "vae-slider"}, [el("span", {text: label(name)}), input, readout]);
     });
     root.appendChild(el("div", {class: "vae-row"}, [
       el("div", {class: "vae-controls"}, rows), el("div", {}, [digit, caption])]));
