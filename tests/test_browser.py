@@ -311,6 +311,25 @@ def check_built_explorer(root) -> None:
         np.testing.assert_allclose(after["z"], after["mu"] + after["sigma"] * eps, atol=1e-12)
 
 
+def check_built_answer_box(box) -> None:
+    """A box of the built book accepts its answer, rejects a likely mistake with its hint,
+    and says so when the text is not a number, as the notebook's NumberCheck does."""
+    spec = json.loads(box.get_attribute("data-check"))
+    check = NumberCheck(**{k: v for k, v in spec.items() if k != "hints"},
+                        hints=[tuple(h) for h in spec["hints"]])
+    tries = [repr(spec["want"]), "not a number"]
+    tries += [repr(value) for value, _ in spec["hints"]]
+    for typed in tries:
+        box.locator("input").fill(typed)
+        box.locator("button").click()
+        verdict = box.locator(".vae-verdict").inner_text()
+        if typed == "not a number":
+            assert "Expected one number" in verdict, verdict
+            continue
+        assert verdict == check.judge(float(typed))[1], (typed, verdict)
+    assert check.judge(spec["want"])[0] and spec["hints"], "a box without hints"
+
+
 @needs_book
 @pytest.mark.parametrize("name", built_pages() or ["(none)"])
 def test_built_page_loads_cleanly_and_computes(name, site):
@@ -323,9 +342,23 @@ def test_built_page_loads_cleanly_and_computes(name, site):
         assert "thebe" not in html_file.read_text(encoding="utf-8").lower()
         for root in page.locator("div.vae-explorer").all():
             check_built_explorer(root)
-        for box in page.locator("div.vae-answer").all():      # a box answers at all
-            box.locator("input").fill("not a number")
-            box.locator("button").click()
-            assert "number" in box.locator(".vae-verdict").inner_text()
+        for box in page.locator("div.vae-answer").all():
+            check_built_answer_box(box)
+    finally:
+        page.context.close()
+
+
+@needs_book
+def test_a_built_page_computes_from_file_urls_too(browser):
+    """Opened from the folder, not a server: the assets load through <script> tags."""
+    page = screenshot_book.open_page(browser)
+    try:
+        page.goto((BUILT / "book" / "10_latent_space.html").as_uri())
+        page.wait_for_function("() => window.VAE_BOOK && window.VAE_BOOK.ready")
+        page.evaluate("() => window.VAE_BOOK.ready")
+        n = page.eval_on_selector_all("div.vae-explorer", "e => e.length")
+        assert n >= 3 and page.eval_on_selector_all("div.vae-explorer.vae-ready",
+                                                    "e => e.length") == n
+        assert not any("vae-book" in p or "assets" in p for p in page.problems), page.problems
     finally:
         page.context.close()

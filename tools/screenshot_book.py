@@ -172,6 +172,43 @@ def page_problems(page, url: str, html_file: Path, png: Path | None = None) -> l
     return problems
 
 
+DECODE_TIMES_JS = """() => {
+  // Move every decoder explorer's first control (or its plane) 40 times; keep each
+  // redraw's decode time (vae-book.js records it in el.vaeState.ms; the browser's timer
+  // is coarse, about 0.1 ms) and the mean time of a whole redraw, decode and painting.
+  const out = [];
+  for (const root of document.querySelectorAll("div.vae-explorer")) {
+    if (!root.vaeState || root.vaeState.ms === undefined) continue;
+    const times = [];
+    const t0 = performance.now();
+    const control = root.querySelector("input[type=range]");
+    const plane = root.querySelector("canvas.vae-plane");
+    for (let i = 0; i < 40; i++) {
+      const f = (i + 0.5) / 40;
+      if (plane) {
+        const r = plane.getBoundingClientRect();
+        plane.dispatchEvent(new PointerEvent("pointermove", {clientX: r.left + f * r.width,
+                                                             clientY: r.top + (1 - f) * r.height}));
+      } else if (control) {
+        control.value = Number(control.min) + f * (control.max - control.min);
+        control.dispatchEvent(new Event("input", {bubbles: true}));
+      } else break;
+      times.push(root.vaeState.ms);
+    }
+    const redraw = (performance.now() - t0) / Math.max(1, times.length);
+    times.sort((a, b) => a - b);
+    if (times.length) out.push({kind: root.dataset.kind, n: times.length, redraw: redraw,
+                                median: times[times.length >> 1], max: times[times.length - 1]});
+  }
+  return out;
+}"""
+
+
+def decode_times(page) -> list[dict]:
+    """Milliseconds per decode of each decoder explorer of the open page, 40 redraws each."""
+    return page.evaluate(DECODE_TIMES_JS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
@@ -201,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                     page = open_page(browser)
                     url = f"http://127.0.0.1:{site.server_address[1]}/{name}.html"
                     problems = page_problems(page, url, html_file, png)
+                    for t in decode_times(page):
+                        print(f"     {t['kind']}: one decode {t['median']:.1f} ms (median of "
+                              f"{t['n']}, at most {t['max']:.1f}); a whole redraw "
+                              f"{t['redraw']:.2f} ms on average", flush=True)
                     page.context.close()
                 else:
                     problems = [f"not built: {html_file} is missing"]

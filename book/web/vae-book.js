@@ -334,14 +334,15 @@
     const digit = el("canvas", {width: 4 * shape[1], height: 4 * shape[0], class: "vae-digit"});
     const caption = el("div", {class: "vae-caption"});
     function label(n) { return n.replace(/_/g, " "); }
-    function shown(v) { return Number.isInteger(v) ? String(v) : v.toFixed(2); }
+    const whole = grid.map(function (g) { return g.every(Number.isInteger); });  // e.g. hands
+    function shown(v, i) { return whole[i] ? String(v) : v.toFixed(2); }
     function show() {
       let flat = 0;
       for (let i = 0; i < names.length; i++) flat = flat * grid[i].length + index[i];
       const image = frames.subarray(flat * size, (flat + 1) * size);
       paintImage(digit, image, shape);
       caption.textContent = names.map(function (n, i) {
-        return label(n) + " " + shown(grid[i][index[i]]); }).join(", ");
+        return label(n) + " " + shown(grid[i][index[i]], i); }).join(", ");
       root.vaeState = {index: index.slice(), values: names.map(function (n, i) {
         return grid[i][index[i]]; }), image: image};
       root.dispatchEvent(new CustomEvent("vae-redraw"));
@@ -351,7 +352,7 @@
       const input = el("input", {type: "range", min: 0, max: grid[i].length - 1, step: 1,
                                  value: index[i], "aria-label": name});
       const readout = el("span", {class: "vae-readout"});
-      function update() { readout.textContent = shown(grid[i][index[i]]); }
+      function update() { readout.textContent = shown(grid[i][index[i]], i); }
       input.addEventListener("input", function () { index[i] = Number(input.value); update(); show(); });
       update();
       return el("label", {class: "vae-slider"}, [el("span", {text: label(name)}), input, readout]);
