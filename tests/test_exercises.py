@@ -12,7 +12,7 @@ CHECK = NumberCheck(1.6042, digits=2, hints=[(1.5, "That is mu alone.")],
 
 
 @pytest.mark.parametrize("answer", [1.6042, np.float32(1.6042), np.array(1.6042),
-                                    np.array([1.6042]), [1.6042], 1.6, 1.60, 1.604, 1.6043])
+                                    np.array([1.6042]), [1.6042], 1.6, 1.60, 1.604, 1.604200001])
 def test_right_answers_in_any_sensible_form(answer):
     right, message = CHECK.judge(answer)
     assert right, message
@@ -24,6 +24,7 @@ def test_right_answers_in_any_sensible_form(answer):
     ([1.6, 1.6], "one number"), (np.zeros((2, 2)), "one number"), (float("nan"), "nan"),
     (float("inf"), "overflowed"), ({"a": 1}, "Expected a number"), (object(), "Expected"),
     (1.5, "mu alone"), (1.61, "Close, but not right"), (1.7, "Use z = mu"),
+    (1.6043, "Close, but not right"),
     (-1.6042, "Use z = mu"),
 ])
 def test_wrong_answers_get_a_message_and_never_raise(answer, says, capsys):
@@ -74,3 +75,29 @@ def test_a_close_answer_with_enough_digits_is_not_told_to_give_more():
     assert "more digits" in check.judge(2.7)[1]                 # 2 digits: too few
     assert check.judge(2.6956)[1].startswith("Close, but not right")
     assert check.judge(2.6742)[1].startswith("Close, but not right")
+
+
+def test_every_digit_given_must_be_right():
+    check = NumberCheck(0.15340, digits=4)
+    assert check.judge(0.1534)[0] and check.judge(0.1534000001)[0]
+    assert not check.judge(0.1533)[0] and not check.judge(0.1535)[0]      # the 4th digit
+    assert not check.judge(0.15332)[0] and not check.judge(0.15338)[0]    # the 5th
+    assert check.judge(np.float32(0.1534))[0]                             # float32 rounding
+
+
+def test_a_wrong_rounding_is_not_told_to_give_more_digits():
+    check = NumberCheck(0.7071, digits=3)
+    assert "more digits" in check.judge(0.71)[1]         # right, to its own two digits
+    assert check.judge(0.72)[1].startswith("Close, but not right")
+    assert check.judge(0.7)[1].endswith("(at least 3 significant).")
+
+
+def test_float32_answers_are_read_at_their_own_precision():
+    # np.float32(1.59) is 1.590000033... as a float64: still the two decimals typed
+    assert as_number(np.float32(1.59)) == (1.59, "")
+    assert NumberCheck(1.58698, digits=3).judge(np.float32(round(1.58698, 2)))[0]
+
+
+def test_an_explicit_tolerance_still_accepts_noisy_estimates():
+    check = NumberCheck(0.05265, digits=2, rtol=0.015)       # Monte Carlo answers
+    assert check.judge(0.052)[0] and check.judge(0.0531)[0] and not check.judge(0.050)[0]

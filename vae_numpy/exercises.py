@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 
@@ -42,7 +43,13 @@ def as_number(answer) -> tuple[float | None, str]:
         return None, f"Expected a number, got {type(answer).__name__}."
     if arr.size != 1:
         return None, f"Expected one number, got {arr.size} (shape {arr.shape})."
-    value = float(arr.reshape(()))
+    scalar = arr.reshape(())
+    if np.asarray(answer).dtype in (np.float32, np.float16):
+        # np.float32(1.59) is 1.590000033... as a float64; its own shortest form is 1.59,
+        # which is what the reader rounded to
+        value = float(str(np.asarray(answer).reshape(())))
+    else:
+        value = float(scalar)
     if not math.isfinite(value):
         return None, f"Got {value}: the computation overflowed or divided by zero somewhere."
     return value, ""
@@ -74,7 +81,7 @@ class NumberCheck:
     """
 
     want: float
-    rtol: float = 1e-3
+    rtol: float | None = None
     atol: float = 0.0
     digits: int | None = None
     hints: Sequence[tuple[float, str]] = field(default_factory=tuple)
@@ -83,37 +90,49 @@ class NumberCheck:
     success: str = ""
     fallback: str = "Check each step against the equations above."
 
+    def __post_init__(self):
+        if self.rtol is None:
+            # With digits, every digit given must be right (below); rtol only absorbs
+            # float32 rounding of a computed answer. Without, 1e-3 of the answer.
+            self.rtol = 1e-6 if self.digits is not None else 1e-3
+
     def judge(self, answer) -> tuple[bool, str]:
         """``(right, message)`` without printing."""
         value, why = as_number(answer)
         if value is None:
             return False, why
         want = float(self.want)
-        if abs(value - want) <= max(self.atol, self.rtol * abs(want)):
-            return True, " ".join(s for s in ("Right.", self.success) if s)
-        if self.digits is not None:
-            # want rounded to the digits the text shows (a typed 0.100 arrives as 0.1)
-            if math.isclose(value, _round_significant(want, self.digits), rel_tol=1e-12,
-                            abs_tol=1e-15):
-                return True, " ".join(s for s in ("Right.", self.success) if s)
-            shown = _decimals(value)
-            if shown is not None and _significant(value, shown) >= self.digits and \
-                    math.isclose(value, round(want, shown), rel_tol=1e-12, abs_tol=1e-15):
-                return True, " ".join(s for s in ("Right.", self.success) if s)
+        right = " ".join(s for s in ("Right.", self.success) if s)
+        within = max(self.atol, self.rtol * abs(want))
+        shown, half = _shown(value)
+        if self.digits is None:
+            if abs(value - want) <= within:
+                return True, right
+        else:
+            # Right: at least the digits the text shows, and every digit given right (the
+            # answer within half a unit of its own last digit of want), or within rtol.
+            # want rounded to those digits is right too: a typed 0.100 arrives as 0.1.
+            if shown >= self.digits and abs(value - want) <= max(within, half * (1 + 1e-9)):
+                return True, right
+            if shown < self.digits and math.isclose(
+                    value, _round_significant(want, self.digits), rel_tol=1e-12,
+                    abs_tol=1e-15):
+                return True, right
         # the nearest of the likely mistakes within reach, so two close ones are not confused
         near = [(abs(value - wrong), message) for wrong, message in self.hints
                 if abs(value - wrong) <= self.hint_rtol * abs(wrong) or value == wrong]
         if near:
             return False, f"Not quite. {min(near, key=lambda t: t[0])[1]}"
         if abs(value - want) <= self.close_rtol * abs(want):
-            shown = _decimals(value)
-            if self.digits and shown is not None and \
-                    _significant(value, shown) >= self.digits:
-                # enough digits, but not the right ones: more digits will not help
-                return False, ("Close, but not right: check the last step and the "
-                               "rounding.")
-            more = f" (at least {self.digits} significant)" if self.digits else ""
-            return False, f"Close: right method, but give more digits{more}."
+            # Fewer digits than asked are the right method only if they are the right
+            # answer rounded to those digits (0.71 for 0.7071, not 0.72).
+            too_few = self.digits is not None and shown < self.digits
+            if too_few and abs(value - want) <= half * (1 + 1e-9):
+                return False, (f"Close: right method, but give more digits (at least "
+                               f"{self.digits} significant).")
+            if self.digits is None and abs(value - want) <= half * (1 + 1e-9):
+                return False, "Close: right method, but give more digits."
+            return False, "Close, but not right: check the last step and the rounding."
         return False, f"Not quite. {self.fallback}"
 
     def __call__(self, answer) -> bool:
@@ -136,16 +155,16 @@ def _round_significant(x: float, digits: int) -> float:
     return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
-def _decimals(value: float) -> int | None:
-    """How many decimals ``repr(value)`` shows (an answer typed as 1.25 shows 2)."""
-    text = repr(float(value))
-    if "e" in text or "inf" in text or "nan" in text:
-        return None
-    return len(text.split(".")[1].rstrip("0")) if "." in text else 0
+def _shown(value: float) -> tuple[int, float]:
+    """``(significant digits, half a unit of the last digit)`` of ``repr(value)``.
 
-
-def _significant(value: float, decimals: int) -> int:
-    """Significant digits of ``value`` written with ``decimals`` decimals."""
+    A whole number counts all its digits (the float 100.0 arrives for a typed 100), and
+    trailing zeros after the point are dropped, as a float drops them.
+    """
+    value = abs(float(value))
     if value == 0:
-        return 1
-    return max(1, math.floor(math.log10(abs(value))) + 1 + decimals)
+        return 1, 0.5
+    if value.is_integer() and value < 1e16:
+        return len(str(int(value))), 0.5
+    digits, exponent = Decimal(repr(value)).normalize().as_tuple()[1:]
+    return len(digits), 0.5 * 10.0 ** exponent

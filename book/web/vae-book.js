@@ -391,16 +391,21 @@
   function isClose(a, b, rel, abs) {
     return Math.abs(a - b) <= Math.max(rel * Math.max(Math.abs(a), Math.abs(b)), abs);
   }
-  function decimalsOf(value) {  // decimals of Python's repr(value), trailing zeros dropped
-    const [mantissa, exp] = Math.abs(value).toExponential().split("e");
-    const e = Number(exp);
-    if (e < -4 || e >= 16) return null;     // repr switches to an exponent there
+  // [significant digits, half a unit of the last digit] as NumberCheck's _shown reads
+  // Python's repr of the number; from the typed text when it is a plain decimal, so that
+  // zeros the reader typed at the end (1.60) count, which a float cannot keep.
+  function shownOf(value, text) {
+    const m = /^[+-]?(\d*)(?:\.(\d*))?$/.exec(text);
+    if (m) {
+      const frac = m[2] || "", all = (m[1] + frac).replace(/^0+/, "");
+      return [Math.max(1, all.length), 0.5 * Math.pow(10, -frac.length)];
+    }
+    const v = Math.abs(value);
+    if (v === 0) return [1, 0.5];
+    if (Number.isInteger(v) && v < 1e16) return [String(v).length, 0.5];
+    const [mantissa, exp] = v.toExponential().split("e");
     const digits = mantissa.replace(".", "").replace(/0+$/, "");
-    return Math.max(0, digits.length - 1 - e);
-  }
-  function significant(value, decimals) {
-    if (value === 0) return 1;
-    return Math.max(1, Math.floor(Math.log10(Math.abs(value))) + 1 + decimals);
+    return [digits.length, 0.5 * Math.pow(10, Number(exp) - (digits.length - 1))];
   }
   function parseAnswer(text) {
     const t = String(text).trim().replace(/\u2212/g, "-");
@@ -410,19 +415,24 @@
                                 "such as 1.5e-3); got \u201c" + t + "\u201d."};
     const v = Number(t);
     if (!isFinite(v)) return {value: null, why: "Got " + v + ": that number is too large."};
-    return {value: v, why: ""};
+    return {value: v, text: t.replace(/^\+/, ""), why: ""};
   }
+  // vae_numpy.exercises.NumberCheck.judge, rule for rule
   function judge(check, text) {
     const a = parseAnswer(text);
     if (a.value === null) return {right: false, message: a.why};
     const value = a.value, want = check.want;
     const right = {right: true, message: ["Right.", check.success].filter(Boolean).join(" ")};
-    if (Math.abs(value - want) <= Math.max(check.atol, check.rtol * Math.abs(want))) return right;
-    const shown = decimalsOf(value);
-    if (check.digits !== null && check.digits !== undefined) {
-      if (isClose(value, roundSignificant(want, check.digits), 1e-12, 1e-15)) return right;
-      if (shown !== null && significant(value, shown) >= check.digits &&
-          isClose(value, roundTo(want, shown), 1e-12, 1e-15)) return right;
+    const within = Math.max(check.atol, check.rtol * Math.abs(want));
+    const [shown, half] = shownOf(value, a.text);
+    const digits = check.digits === undefined ? null : check.digits;
+    if (digits === null) {
+      if (Math.abs(value - want) <= within) return right;
+    } else {
+      if (shown >= digits && Math.abs(value - want) <= Math.max(within, half * (1 + 1e-9)))
+        return right;
+      if (shown < digits && isClose(value, roundSignificant(want, digits), 1e-12, 1e-15))
+        return right;
     }
     let best = null;
     for (const [wrong, message] of check.hints) {
@@ -432,10 +442,14 @@
     }
     if (best) return {right: false, message: "Not quite. " + best.message};
     if (Math.abs(value - want) <= check.close_rtol * Math.abs(want)) {
-      if (check.digits && shown !== null && significant(value, shown) >= check.digits)
-        return {right: false, message: "Close, but not right: check the last step and the rounding."};
-      const more = check.digits ? " (at least " + check.digits + " significant)" : "";
-      return {right: false, message: "Close: right method, but give more digits" + more + "."};
+      // fewer digits than asked: the right method only if they are the answer rounded
+      const roundedRight = Math.abs(value - want) <= half * (1 + 1e-9);
+      if (digits !== null && shown < digits && roundedRight)
+        return {right: false, message: "Close: right method, but give more digits (at least " +
+                                       digits + " significant)."};
+      if (digits === null && roundedRight)
+        return {right: false, message: "Close: right method, but give more digits."};
+      return {right: false, message: "Close, but not right: check the last step and the rounding."};
     }
     return {right: false, message: "Not quite. " + check.fallback};
   }
