@@ -190,14 +190,14 @@ def answer_box(check, *, label: str, variable: str) -> _Html:
 
 # -- the explorers the chapters place -----------------------------------------------------
 def latent_plane(model, name: str, codes, labels, *, lim: float = 3.5, start=(0.0, 0.0),
-                 folder=None) -> _Html:
+                 folder=None, note: str = NOTEBOOK_NOTE) -> _Html:
     """A 2-D model's latent plane: the codes as dots coloured by digit (tab10); the
     pointer's point decoded beside it. Exports the decoder as asset ``name``."""
     if model.config.latent_dim != 2:
         raise ValueError(f"latent_plane needs a 2-D latent space; got latent_dim "
                          f"{model.config.latent_dim}")
     export_asset(name, decoder_asset(model), folder)
-    return explorer("latent-plane", asset=name, lim=float(lim),
+    return explorer("latent-plane", note=note, asset=name, lim=float(lim),
                     start=[float(v) for v in start], codes=encode_array(codes),
                     labels=[int(v) for v in labels])
 
@@ -212,29 +212,30 @@ def principal_axes(codes, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def latent_sliders(model, name: str, codes, *, n: int = 3, span: float = 3.0,
-                   folder=None) -> _Html:
+                   folder=None, note: str = NOTEBOOK_NOTE) -> _Html:
     """Sliders along the ``n`` principal axes of ``codes``, in units of the codes'
     spread along each, from ``-span`` to ``span``:
     ``z = centre + sum_i a_i * spread_i * axis_i``."""
     centre, axes, spreads = principal_axes(codes, n)
     export_asset(name, decoder_asset(model), folder)
-    return explorer("latent-sliders", asset=name, centre=encode_array(centre),
+    return explorer("latent-sliders", note=note, asset=name, centre=encode_array(centre),
                     directions=encode_array(axes), scales=[float(v) for v in spreads],
                     names=[f"PC{i + 1}" for i in range(n)], range=float(span))
 
 
-def interpolation(model, name: str, codes, names, *, start=(0, 1), folder=None) -> _Html:
+def interpolation(model, name: str, codes, names, *, start=(0, 1), folder=None,
+                  note: str = NOTEBOOK_NOTE) -> _Html:
     """Two menus of digits (their ``codes``) and a slider t: decodes (1 - t) z_a + t z_b."""
     codes = np.asarray(codes)
     if len(names) != len(codes):
         raise ValueError(f"{len(names)} names for {len(codes)} codes")
     export_asset(name, decoder_asset(model), folder)
-    return explorer("interpolation", asset=name, codes=encode_array(codes),
+    return explorer("interpolation", note=note, asset=name, codes=encode_array(codes),
                     names=list(names), start=[int(v) for v in start])
 
 
 def frames(name: str, render, grid: dict, *, start: dict | None = None,
-           folder=None) -> _Html:
+           folder=None, note: str = NOTEBOOK_NOTE) -> _Html:
     """Precomputed images on a grid of factors: ``render(**{factor: value})`` for every
     combination of ``grid`` (factor -> values, in order); sliders step through them.
 
@@ -252,5 +253,5 @@ def frames(name: str, render, grid: dict, *, start: dict | None = None,
     export_asset(name, {"kind": "frames", "frames": encode_array(np.stack(images), grey=True),
                         "grid": values, "names": names, "start": index,
                         "image_shape": shape}, folder)
-    return explorer("frames", asset=name)
+    return explorer("frames", note=note, asset=name)
 

@@ -295,7 +295,10 @@
       for (let i = 0; i < z.length; i++) sq += (z[i] - mean) * (z[i] - mean);
       const sd = Math.sqrt(sq / (z.length - 1));
       const ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
-      const xlim = [-6, 6], bins = 60, counts = new Float64Array(bins);
+      // the axis holds mu +- 4 sigma; the bins are narrow enough to follow a narrow density
+      const xlim = [Math.min(-6, mu - 4 * sigma), Math.max(6, mu + 4 * sigma)];
+      const bins = Math.round(Math.min(w / 2, Math.max(60, (xlim[1] - xlim[0]) / (sigma / 4))));
+      const counts = new Float64Array(bins);
       for (const v of z) {
         const b = Math.floor((v - xlim[0]) / (xlim[1] - xlim[0]) * bins);
         if (b >= 0 && b < bins) counts[b]++;
@@ -307,7 +310,8 @@
       ctx.fillStyle = "rgba(31, 119, 180, 0.45)";
       for (let b = 0; b < bins; b++) {
         const hgt = Math.min(counts[b] * scale / ymax, 1.05) * (h - 30);
-        ctx.fillRect(b / bins * w, h - 20 - hgt, w / bins - 1, hgt);
+        const bw = w / bins;                      // a pixel of gap only where bars are wide
+        ctx.fillRect(b * bw, h - 20 - hgt, bw > 4 ? bw - 1 : bw, hgt);
       }
       ctx.fillStyle = "#000";
       for (let i = 0; i < Math.min(40, z.length); i++) {     // the first draws, as ticks
