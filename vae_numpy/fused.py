@@ -19,9 +19,11 @@ arrays. This module computes the same loss and gradients, faster:
   exactly the same product.
 
 One GEMM is a numba loop instead of BLAS: the decoder's first layer,
-``relu(z @ W + b)`` with only K = 20 terms per output, where the benchmark's GEMM
-table found the fused loop faster than BLAS followed by a separate bias + ReLU
-pass (:data:`NUMBA_GEMMS`). What was measured and left out
+``relu(z @ W + b)`` with only K = 20 terms per output (:data:`NUMBA_GEMMS`). The
+benchmark's GEMM table found the loop faster than BLAS followed by NumPy's two
+in-place passes for the bias and the ReLU; it does not compare it with BLAS followed
+by the one-pass ``kernels.bias_act`` the other layers use, which chapter 11 found
+faster on the build machine (the step's time moves by well under 1%). What was measured and left out
 (``python -m vae_numpy bench`` prints the numbers): numba matrix products at the
 other shapes and a sparse first layer in numba, neither faster than BLAS; gathering
 only the non-zero columns (:class:`vae_numpy.kernels.ActiveColumns`, available as
@@ -66,7 +68,8 @@ PHASES = ("data", "forward", "loss", "backward", "optimizer")
 #: GEMMs the fused step computes with numba loops instead of BLAS: only where
 #: ``python -m vae_numpy bench`` measured numba faster on the machine the book was
 #: built on (its GEMM table). "dec1" is the decoder's first layer, ``relu(z @ W + b)``
-#: with K = 20 inputs, fused so that its output is written once.
+#: with K = 20 inputs, bias and ReLU applied in the loop (three passes over the output:
+#: bias, the sums, ReLU). See the module docstring for what the measurement compared.
 NUMBA_GEMMS: frozenset[str] = frozenset({"dec1"})
 
 
@@ -129,8 +132,9 @@ class FusedStep:
         columns between the first and the last pixel that is non-zero in the batch
         (views, nothing copied); ``"compact"`` only the columns that hold a non-zero
         (gathered into a buffer, see :class:`vae_numpy.kernels.ActiveColumns`);
-        ``"dense"`` all of them. The same product in each case; the benchmark found
-        gathering slower than the work it saves on two cores.
+        ``"dense"`` all of them. The same product in each case; whether gathering
+        pays depends on the machine (book/bench/variants.md: 0.95 of the block's time
+        on one), so the default copies nothing.
     threads : int, optional
         Threads for the loss kernel (default :func:`vae_numpy.kernels.kernel_threads`).
     numba_gemms : set of str, optional

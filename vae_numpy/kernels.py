@@ -741,11 +741,13 @@ def matmul_bias_act_reference(a, w, b, out, relu: bool = True):
 
 
 def matmul_bias_act(a, w, b, out, relu: bool = True):
-    """``out = act(a @ w + b)`` in one numba loop: the output is written once.
+    """``out = act(a @ w + b)`` in numba: the bias written first, the sums added row by
+    row (each row rewritten once per four terms), the activation applied last.
 
-    Worth it where the inner dimension is small (the decoder's first layer reads
-    K = 20 latent units): BLAS then spends more on the call and the second pass
-    over ``out`` than on the arithmetic. See the benchmark's GEMM table.
+    Meant for a small inner dimension (the decoder's first layer reads K = 20 latent
+    units), where BLAS's call overhead is large against the arithmetic. The
+    benchmark's GEMM table compares it with BLAS plus NumPy's passes; against BLAS
+    plus the one-pass :func:`bias_act` it is not faster (chapter 11).
     """
     if (_use_numba(a, w, b, out) and a.flags.c_contiguous and w.flags.c_contiguous
             and out.flags.c_contiguous):
