@@ -7,8 +7,8 @@ NumberCheck's on many inputs; tests/test_browser.py drives the same file in page
 
 import json
 import math
-import re
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
