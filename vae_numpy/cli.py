@@ -198,6 +198,7 @@ def _check_resume(args, protocol, bseed, objective):
 def _train_data(args, protocol: str, bseed: int):
     """``x_train, x_test, image_shape, data_info, words`` for ``train``."""
     from . import data
+    from .handwriting import make_handwriting
 
     name = args.dataset
     if name == "mnist":
@@ -207,7 +208,7 @@ def _train_data(args, protocol: str, bseed: int):
     else:
         if name == "handwriting":
             make_seed = args.seed + 1
-            ds, _ = data.make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
+            ds, _ = make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
             grey_train, grey_test = ds.x[:HANDWRITING_TRAIN], ds.x[HANDWRITING_TRAIN:]
             shape, info = ds.image_shape, {"dataset": "handwriting", "make_seed": make_seed}
         else:
@@ -337,6 +338,7 @@ def _load_for_evaluate(path: str, backend):
 def _evaluate_targets(args, ckpt):
     """``(x, words)``: the targets to evaluate on and how they were made, in words."""
     from . import data
+    from .handwriting import make_handwriting
 
     info = ckpt.data or {}
     trained = info.get("binarize", "none")
@@ -367,7 +369,7 @@ def _evaluate_targets(args, ckpt):
         grey, where = data.load_mnist("test").x, "MNIST test split"
     else:
         make_seed = info.get("make_seed", 1)  # train --seed 0 makes the set with seed 1
-        ds, _ = data.make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
+        ds, _ = make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
         grey = ds.x[HANDWRITING_TRAIN:]
         where = (f"handwriting test part ({len(grey)} images, generator seed {make_seed})")
     if protocol == "dynamic":

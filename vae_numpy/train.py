@@ -272,7 +272,8 @@ def _source_digest() -> str:
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for name in ("functional.py", "losses.py", "model.py", "optim.py", "kernels.py", "fused.py",
-                 "backend.py", "train.py", "evaluate.py", "data.py"):
+                 "backend.py", "train.py", "evaluate.py", "data.py", "handwriting.py",
+                 "objectives.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
 
@@ -333,7 +334,8 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
 
 
 def _cached_dataset(dataset: str):
-    from .data import load_mnist, make_handwriting
+    from .data import load_mnist
+    from .handwriting import make_handwriting
 
     if dataset == "mnist":
         return load_mnist("train").x, load_mnist("test").x
