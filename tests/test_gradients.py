@@ -64,6 +64,38 @@ def test_bernoulli_nll_backward(rng):
                    lambda d: (losses.bernoulli_nll_backward(d, logits, x),), [logits], dnll, rng)
 
 
+def _cb_logits(where, rng, shape):
+    """Logits for the continuous Bernoulli's checks: near lambda = 1/2, across |l| = 2 (where
+    the library changes formula), and large."""
+    if where == "near_one_half":                     # |l| < 0.01: the series' home
+        return rng.uniform(-1e-2, 1e-2, size=shape)
+    if where == "at_the_switch":                     # both sides of |l| = 2
+        return rng.choice([-1, 1], size=shape) * (2.0 + rng.uniform(-1e-3, 1e-3, size=shape))
+    return rng.choice([-1, 1], size=shape) * rng.uniform(15.0, 30.0, size=shape)
+
+
+CB_WHERE = ["near_one_half", "at_the_switch", "large"]
+
+
+@pytest.mark.parametrize("where", CB_WHERE)
+def test_continuous_bernoulli_nll_backward(where, rng):
+    logits, x = _cb_logits(where, rng, (4, 6)), rng.random((4, 6))
+    dnll = rng.normal(size=4)
+    check_backward(lambda l: losses.continuous_bernoulli_nll(l, x),
+                   lambda d: (losses.continuous_bernoulli_nll_backward(d, logits, x),), [logits],
+                   dnll, rng)
+
+
+@pytest.mark.parametrize("where", CB_WHERE)
+def test_log_continuous_bernoulli_norm_backward(where, rng):
+    """log C on its own: near l = 0 its slope (~l/6) is swamped in the NLL by sigmoid(l) - x."""
+    logits = _cb_logits(where, rng, (5, 7))
+    dout = rng.normal(size=logits.shape)
+    check_backward(losses.log_continuous_bernoulli_norm,
+                   lambda d: (losses.log_continuous_bernoulli_norm_backward(d, logits),),
+                   [logits], dout, rng)
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_gaussian_nll_backward(shared, rng):
     mean, x = rng.normal(size=(4, 6)), rng.random((4, 6))
@@ -100,7 +132,7 @@ SMALL = dict(input_dim=12, hidden_dims=(7, 5), latent_dim=3)
 
 
 @pytest.mark.parametrize("likelihood,std", [("bernoulli", None), ("gaussian", None),
-                                            ("gaussian", 0.5)])
+                                            ("gaussian", 0.5), ("continuous_bernoulli", None)])
 def test_vae_step_gradients(likelihood, std, rng):
     cfg = ModelConfig(kind="vae", likelihood=likelihood, gaussian_std=std, beta=0.7, **SMALL)
     model = VAE(cfg, rng=0, dtype=np.float64)
@@ -130,8 +162,10 @@ def test_vae_default_architecture_gradients(rng):
         assert rel_error(gflat[idx], num) < TOL, name
 
 
-def test_autoencoder_step_gradients(rng):
-    model = Autoencoder(ModelConfig(kind="ae", **SMALL), rng=0, dtype=np.float64)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous_bernoulli"])
+def test_autoencoder_step_gradients(likelihood, rng):
+    model = Autoencoder(ModelConfig(kind="ae", likelihood=likelihood, **SMALL), rng=0,
+                        dtype=np.float64)
     x = rng.random((6, 12))
     _check_model(model, x, None)
 
@@ -164,7 +198,7 @@ def _iwae_model(likelihood, activation, rng):
 
 @pytest.mark.parametrize("k", [1, 4])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
 def test_iwae_gradients(k, activation, likelihood, rng):
     model = _iwae_model(likelihood, activation, rng)
     x = rng.random((5, IWAE_SMALL["input_dim"]))

@@ -44,8 +44,8 @@ A step allocates no NumPy array: only the few Python floats of its result.
 :meth:`VAE.loss_and_grads` uses this path when the model's backend has numba on
 (``backend="numpy"``, the default) and :func:`supports` the configuration: a VAE
 or autoencoder with a Bernoulli decoder and any ``hidden_dims``, in float32. Any
-other configuration (a Gaussian decoder, float64 for gradient checks, the
-``numpy-ref`` or ``cupy`` backend) runs the reference path.
+other configuration (a Gaussian or continuous Bernoulli decoder, float64 for
+gradient checks, the ``numpy-ref`` or ``cupy`` backend) runs the reference path.
 
 The results agree with the reference path to float32 rounding, not bit for bit:
 the kernels use fused multiply-adds and their own ``exp``, and BLAS adds the
@@ -80,6 +80,9 @@ def supports(model) -> tuple[bool, str]:
         return False, f"the fused step computes in float32; the model is {model.dtype}"
     if model.config.activation != "relu":
         return False, f"the fused step has ReLU layers only; got {model.config.activation}"
+    if model.config.likelihood == "continuous_bernoulli":
+        return False, ("the fused step has a Bernoulli decoder only: its loss kernel has no "
+                       "continuous Bernoulli normalizer log C(lambda)")
     if model.config.likelihood != "bernoulli":
         return False, f"the fused step has a Bernoulli decoder only; got {model.config.likelihood}"
     return True, ""

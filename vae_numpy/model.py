@@ -10,6 +10,11 @@ is read through the likelihood p(x|z):
   (``x_logits``); the reconstruction loss is the binary cross-entropy.
 * ``gaussian``: ``x_out`` are per-pixel means; the variance is either fixed
   (``gaussian_std``) or learned, one log-variance per pixel (``dec.log_var_x``).
+* ``continuous_bernoulli``: ``x_out`` are logits, as for the Bernoulli, of a density
+  on [0, 1] for grey levels, ``C(lambda) lambda^x (1 - lambda)^(1 - x)`` (Loaiza-Ganem
+  and Cunningham, 2019): the Bernoulli's cross-entropy minus ``log C(lambda)``
+  (:func:`vae_numpy.losses.continuous_bernoulli_nll`). Its mean image is
+  :func:`vae_numpy.losses.continuous_bernoulli_mean`, not ``sigmoid(x_out)``.
 
 The loss is per example, averaged over the batch:
 ``loss = mean(rec + beta * kl)`` for the VAE (the negative ELBO when beta = 1)
@@ -50,7 +55,9 @@ from .backend import get_backend
 from .errors import ConfigError, InputError
 
 KINDS = ("vae", "ae")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+#: The likelihoods whose decoder outputs logits and whose data must lie in [0, 1].
+LOGIT_LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 ACTIVATIONS = tuple(F.ACTIVATIONS)
 #: The smallest standard deviation a *learned* per-pixel Gaussian variance may reach,
 #: by default. Without a floor the likelihood is unbounded on MNIST: 67 pixels are 0 in
@@ -73,8 +80,8 @@ class ModelConfig:
         Widths of the encoder's hidden layers; the decoder mirrors them.
     latent_dim : int
         K, size of the code z.
-    likelihood : {"bernoulli", "gaussian"}
-        The decoder's distribution p(x|z).
+    likelihood : {"bernoulli", "gaussian", "continuous_bernoulli"}
+        The decoder's distribution p(x|z) (see the module docstring).
     gaussian_std : float or None
         Gaussian decoder only: a fixed standard deviation, or None to learn one
         log-variance per pixel.
@@ -280,11 +287,13 @@ class _MLPModel:
         xp = self.backend.xp
         if not bool(xp.isfinite(x).all()):
             raise InputError("x holds NaN or infinite values; clean the data first")
-        if self.config.likelihood == "bernoulli":
+        if self.config.likelihood in LOGIT_LIKELIHOODS:
             lo, hi = float(x.min()), float(x.max())
             if lo < 0.0 or hi > 1.0:
+                which = "a Bernoulli" if self.config.likelihood == "bernoulli" else (
+                    "a continuous Bernoulli")
                 raise InputError(
-                    f"x must hold values in [0, 1] for a Bernoulli decoder; got min {lo:g},"
+                    f"x must hold values in [0, 1] for {which} decoder; got min {lo:g},"
                     f" max {hi:g}. Scale pixels by 1/255."
                 )
 
@@ -318,7 +327,7 @@ class _MLPModel:
             )
 
     def decode(self, z):
-        """Decoder forward: ``x_out`` (Bernoulli logits or Gaussian means), shape (N, D)."""
+        """Decoder forward: ``x_out`` (logits, or Gaussian means), shape (N, D)."""
         return self._decode(z)[0]
 
     def _decode(self, z):
@@ -363,11 +372,15 @@ class _MLPModel:
         """-log p(x|z) per example, shape (N,), in nats."""
         if self.config.likelihood == "bernoulli":
             return losses.bernoulli_nll(x_out, x)
+        if self.config.likelihood == "continuous_bernoulli":
+            return losses.continuous_bernoulli_nll(x_out, x)
         return losses.gaussian_nll(x_out, x, self.log_var_x())
 
     def _reconstruction_backward(self, drec, x_out, x):
         if self.config.likelihood == "bernoulli":
             return losses.bernoulli_nll_backward(drec, x_out, x)
+        if self.config.likelihood == "continuous_bernoulli":
+            return losses.continuous_bernoulli_nll_backward(drec, x_out, x)
         log_var_x = self.log_var_x()
         dx_out, dlog_var_x = losses.gaussian_nll_backward(drec, x_out, x, log_var_x)
         if "dec.log_var_x" in self.grads:
@@ -377,9 +390,16 @@ class _MLPModel:
         return dx_out
 
     def mean_image(self, x_out):
-        """The mean of p(x|z): ``sigmoid(x_out)`` for Bernoulli, ``x_out`` for Gaussian."""
+        """The mean of p(x|z): ``sigmoid(x_out)`` for Bernoulli, ``x_out`` for Gaussian.
+
+        For the continuous Bernoulli it is :func:`losses.continuous_bernoulli_mean`,
+        ``lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda))``, nearer 1/2 than
+        ``lambda = sigmoid(x_out)``.
+        """
         if self.config.likelihood == "bernoulli":
             return F.sigmoid_forward(x_out)[0]
+        if self.config.likelihood == "continuous_bernoulli":
+            return losses.continuous_bernoulli_mean(x_out)
         return x_out
 
     def loss_and_grads(self, x, eps=None, *, check: bool = True):
