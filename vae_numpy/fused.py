@@ -200,7 +200,14 @@ class FusedStep:
             np.sum(buf.db_parts, axis=0, out=db_out)
         return sum(totals)
 
-    def __call__(self, x, eps=None, *, check: bool = True):
+    def __call__(self, x, eps=None, *, check: bool = True, beta: float | None = None):
+        """One step; ``beta`` weighs the KL for this step instead of ``config.beta``.
+
+        A KL warm-up needs nothing more: the KL kernels take the weight as a number
+        (``beta / n``). Free bits (a floor on each unit's batch-mean KL) would need a
+        weight per unit in the backward kernel and is not here:
+        :class:`vae_numpy.objectives.FreeBits` runs the reference path.
+        """
         model = self.model
         if check:
             model.check_input(x)
@@ -218,7 +225,7 @@ class FusedStep:
         buf = self.buffers(n)
         p, g = model.params, model.grads
         matmul = np.matmul
-        beta = self.config.beta
+        beta = model._kl_weight(beta)
         Kz = self.config.latent_dim
 
         # -- forward: encoder ----------------------------------------------------------

@@ -337,6 +337,16 @@ def kl_divergence_backward(dkl, mu, log_var):
     return dmu, dlog_var
 
 
+def kl_per_dim_backward(dkl, mu, log_var):
+    """Gradients of :func:`kl_per_dim` from ``dkl`` of shape (N, K), one weight per entry.
+
+    ``dmu = dkl * mu``, ``dlog_var = dkl * expm1(log_var) / 2``; free bits
+    (:class:`vae_numpy.objectives.FreeBits`) weigh each unit on its own.
+    """
+    xp = array_module(mu)
+    return dkl * mu, dkl * (0.5 * xp.expm1(log_var))
+
+
 def gaussian_log_density(z, mu, log_var):
     """``log N(z; mu, diag exp(log_var))`` summed over the last axis.
 

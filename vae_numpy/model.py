@@ -402,10 +402,23 @@ class _MLPModel:
             return losses.continuous_bernoulli_mean(x_out)
         return x_out
 
-    def loss_and_grads(self, x, eps=None, *, check: bool = True):
+    def _kl_weight(self, beta):
+        """The KL weight of one step: ``beta`` if given (a schedule's), else the config's."""
+        if beta is None:
+            return self.config.beta
+        if self.config.kind != "vae":
+            raise ConfigError(f"an autoencoder has no KL term to weigh; got beta={beta!r}")
+        beta = float(beta)
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"beta must be a finite number >= 0; got {beta!r}")
+        return beta
+
+    def loss_and_grads(self, x, eps=None, *, check: bool = True, beta: float | None = None):
         """One forward and backward pass: ``(loss, terms, grads)``.
 
         ``grads`` is ``model.grads`` (name -> array), overwritten by each call.
+        ``beta`` weighs the KL term for this step instead of ``config.beta`` (a KL
+        warm-up passes its schedule's value; :mod:`vae_numpy.objectives`).
 
         With numba on (backend ``numpy``) and a float32 Bernoulli model, this runs
         :class:`vae_numpy.fused.FusedStep`: the same arithmetic as
@@ -417,8 +430,8 @@ class _MLPModel:
 
             step = fused_step_for(self)
             if step is not None and x.dtype == self.dtype:
-                return step(x, eps, check=check)
-        loss, terms, cache = self.forward(x, eps, check=check)
+                return step(x, eps, check=check, beta=beta)
+        loss, terms, cache = self.forward(x, eps, check=check, beta=beta)
         return loss, terms, self.backward(cache)
 
 
@@ -439,8 +452,9 @@ class Autoencoder(_MLPModel):
         """An autoencoder draws no noise; kept so training loops treat both models alike."""
         return None
 
-    def forward(self, x, eps=None, *, check: bool = True):
+    def forward(self, x, eps=None, *, check: bool = True, beta: float | None = None):
         """Loss ``mean(rec)``, the terms as floats, and the cache for :meth:`backward`."""
+        self._kl_weight(beta)                 # an autoencoder takes no KL weight: refuse one
         if check:
             self.check_input(x)
         h, enc_caches = self._encoder_hidden(x)
@@ -503,7 +517,7 @@ class VAE(_MLPModel):
         eps = rng.standard_normal((n, self.config.latent_dim), dtype=self.dtype)
         return self.backend.asarray(eps)
 
-    def forward(self, x, eps, *, check: bool = True):
+    def forward(self, x, eps, *, check: bool = True, beta: float | None = None):
         """The negative ELBO (with ``beta``) averaged over the batch.
 
         Parameters
@@ -512,6 +526,8 @@ class VAE(_MLPModel):
         eps : (N, K) array
             The noise of the reparameterization; pass it in so a step is
             deterministic (``model.noise(N, rng)`` draws it).
+        beta : float, optional
+            The KL weight of this step; ``config.beta`` when not given.
 
         Returns
         -------
@@ -530,9 +546,10 @@ class VAE(_MLPModel):
         x_out, dec_cache = self._decode(z)
         rec = self.reconstruction_nll(x_out, x)
         kl = losses.kl_divergence(mu, log_var)
-        loss = (rec + self.config.beta * kl).mean()
+        beta = self._kl_weight(beta)
+        loss = (rec + beta * kl).mean()
         terms = {"loss": float(loss), "rec": float(rec.mean()), "kl": float(kl.mean())}
-        cache = (x, mu, log_var, enc_cache, z_cache, x_out, dec_cache)
+        cache = (x, mu, log_var, enc_cache, z_cache, x_out, dec_cache, beta)
         return loss, terms, cache
 
     def backward(self, cache):
@@ -540,12 +557,12 @@ class VAE(_MLPModel):
 
         Returns ``model.grads`` (name -> array), overwritten by each call.
         """
-        x, mu, log_var, enc_cache, z_cache, x_out, dec_cache = cache
+        x, mu, log_var, enc_cache, z_cache, x_out, dec_cache, beta = cache
         xp = self.backend.xp
         n = x.shape[0]
         # loss = mean(rec + beta * kl): each example's terms get weight 1/n and beta/n
         drec = xp.full(n, 1.0 / n, dtype=self.dtype)
-        dkl = xp.full(n, self.config.beta / n, dtype=self.dtype)
+        dkl = xp.full(n, beta / n, dtype=self.dtype)
         dx_out = self._reconstruction_backward(drec, x_out, x)
         dz = self._decode_backward(dx_out, dec_cache)
         # mu and log_var reach the loss twice, through z and through the KL: add both paths
