@@ -86,7 +86,11 @@ class ModelConfig:
         Gaussian decoder only: a fixed standard deviation, or None to learn one
         log-variance per pixel.
     beta : float
-        Weight of the KL term (VAE only); 1 gives the ELBO.
+        Weight of the KL term (VAE only); 1 gives the ELBO. A KL warm-up and free bits
+        are not settings of the model but ways of training it
+        (:mod:`vae_numpy.objectives`, recorded in a checkpoint's objective record): the
+        configuration, and the loss :meth:`VAE.forward` computes and evaluation
+        reports, stay the same however the model was trained.
     activation : {"relu", "tanh"}
         The nonlinearity of every hidden layer, encoder and decoder.
     gaussian_std_floor : float
