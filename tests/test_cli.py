@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -98,6 +99,34 @@ def test_data_outside_unit_interval(tmp_path, capsys):
     (["--likelihood", "gaussian", "--gaussian-std-floor", -1], "--gaussian-std-floor must be"),
     (["--likelihood", "gaussian", "--gaussian-std", 0.1, "--gaussian-std-floor", 0.01],
      "with a fixed --gaussian-std there is none to bound"),
+    # beta, KL warm-up, free bits
+    (["--beta", -1], "--beta must be a finite number >= 0; got -1.0"),
+    (["--beta", "nan"], "--beta must be a finite number >= 0; got nan"),
+    (["--free-bits", -0.5], "--free-bits must be a finite number >= 0; got -0.5"),
+    (["--free-bits", "inf"], "--free-bits must be a finite number >= 0; got inf"),
+    (["--kl-warmup", -1], "--kl-warmup must be >= 0; got -1"),
+    (["--kl-warmup", 11], "--kl-warmup 11 is longer than the run (--epochs 10): beta would end "
+                          "at 0.909, short of 1; give --kl-warmup 10 or less"),
+    (["--kl-warmup", 4, "--epochs", 3, "--beta", 2], "beta would end at 1.5, short of 2"),
+    (["--kl-warmup", 3, "--beta", 0], "with --beta 0 there is nothing to ramp"),
+    (["--kl-warmup", 3, "--model", "ae"], "--kl-warmup needs a VAE (--model vae): an "
+                                          "autoencoder has no KL term to anneal"),
+    (["--free-bits", 0.5, "--model", "ae"], "--free-bits needs a VAE (--model vae): an "
+                                            "autoencoder has no KL term to floor"),
+    (["--free-bits", 0.5, "--objective", "iwae"], "--free-bits acts on the ELBO's KL term; the "
+                                                  "IWAE objective has none"),
+    (["--kl-warmup", 2, "--objective", "iwae"], "--kl-warmup acts on the ELBO's KL term"),
+    # the continuous Bernoulli
+    (["--likelihood", "continuous-bernoulli", "--gaussian-std", 0.1],
+     "--gaussian-std is only used with --likelihood gaussian; got --likelihood "
+     "continuous-bernoulli"),
+    (["--likelihood", "continuous-bernoulli", "--gaussian-std-floor", 0.1],
+     "--gaussian-std-floor is only used with --likelihood gaussian"),
+    (["--likelihood", "continuous-bernoulli", "--binarize", "dynamic"],
+     "--likelihood continuous-bernoulli is a density of grey levels in [0, 1]; binary targets "
+     "(--binarize dynamic) are what --likelihood bernoulli models"),
+    (["--likelihood", "continuous-bernoulli", "--binarize", "threshold"],
+     "binary targets (--binarize threshold)"),
 ])
 def test_bad_settings(args, pattern, npy, tmp_path, capsys):
     code, _, err = run(capsys, "train", "--dataset", npy, "--out", tmp_path / "o", *args)
@@ -443,6 +472,48 @@ def test_gaussian_activation_and_iwae_options_reach_the_checkpoint(npy, seen, tm
     assert code == 0, err
     cfg = load_checkpoint(tmp_path / "p" / "checkpoint.npz").model.config
     assert cfg.gaussian_std == 0.3 and "dec.log_var_x" not in VAE(cfg).params
+
+
+def test_continuous_bernoulli_warm_up_and_free_bits_reach_the_checkpoint(npy, seen, tmp_path,
+                                                                         capsys):
+    out_dir = tmp_path / "o"
+    code, out, err = run(capsys, "train", "--dataset", npy, *SMALL, "--epochs", 2,
+                         "--likelihood", "continuous-bernoulli", "--kl-warmup", 2,
+                         "--free-bits", 0.1, "--out", out_dir)
+    assert code == 0, err
+    assert ("objective: free-bits objective (lambda = 0.1 nats per latent unit), with a KL "
+            "warm-up over 2 epochs (beta from 0.5 to 1)") in out
+    assert "kl " in out and ", beta 0.5)" in out and ", beta 1)" in out
+    assert out.count("test negative ELBO ") == 2          # scored by the ELBO, beta = 1
+    ckpt = load_checkpoint(out_dir / "checkpoint.npz")
+    assert ckpt.model.config.likelihood == "continuous_bernoulli"
+    assert ckpt.objective == {"name": "free_bits", "k": 1, "kl_warmup": 2, "free_bits": 0.1}
+    assert seen["objective"].settings() == ckpt.objective
+    assert json.loads((out_dir / "history.json").read_text())["beta"] == [0.5, 1.0]
+    code, out, err = run(capsys, "evaluate", out_dir / "checkpoint.npz", "--data", npy,
+                         "--iw-samples", 2, "--no-progress")
+    assert code == 0, err
+    assert "test negative ELBO: " in out and "a density of continuous pixel values" in out
+    # a checkpoint resumes only with the same settings, and nothing is written otherwise
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    for argv, pattern in (
+            ([], "was trained with --free-bits 0.1 --kl-warmup 2; this run asks for --objective "
+                 "elbo: give the same to continue it"),
+            (["--free-bits", 0.1], "this run asks for --free-bits 0.1: give the same"),
+            (["--free-bits", 0.2, "--kl-warmup", 2], "this run asks for --free-bits 0.2 "
+                                                     "--kl-warmup 2")):
+        code, _, err = run(capsys, "train", "--dataset", npy, *SMALL, "--epochs", 3,
+                           "--likelihood", "continuous-bernoulli", "--out", out_dir,
+                           "--resume", out_dir / "checkpoint.npz", *argv)
+        _one_line_error(code, err, pattern)
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    code, out, err = run(capsys, "train", "--dataset", npy, *SMALL, "--epochs", 3,
+                         "--likelihood", "continuous-bernoulli", "--kl-warmup", 2,
+                         "--free-bits", 0.1, "--out", out_dir,
+                         "--resume", out_dir / "checkpoint.npz")
+    assert code == 0, err
+    assert "epoch   3" in out and ", beta 1)" in out
+    assert json.loads((out_dir / "history.json").read_text())["beta"] == [0.5, 1.0, 1.0]
 
 
 def test_a_run_that_diverges_at_once_leaves_nothing_behind(npy, tmp_path, capsys):

@@ -7,7 +7,7 @@ from vae_numpy import functional as F
 from vae_numpy import losses
 from vae_numpy.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
 from vae_numpy.model import VAE, Autoencoder, ModelConfig
-from vae_numpy.objectives import IWAE
+from vae_numpy.objectives import IWAE, FreeBits, free_bits_kl, free_bits_kl_backward
 
 TOL = 1e-6
 
@@ -64,6 +64,38 @@ def test_bernoulli_nll_backward(rng):
                    lambda d: (losses.bernoulli_nll_backward(d, logits, x),), [logits], dnll, rng)
 
 
+def _cb_logits(where, rng, shape):
+    """Logits for the continuous Bernoulli's checks: near lambda = 1/2, across |l| = 2 (where
+    the library changes formula), and large."""
+    if where == "near_one_half":                     # |l| < 0.01: the series' home
+        return rng.uniform(-1e-2, 1e-2, size=shape)
+    if where == "at_the_switch":                     # both sides of |l| = 2
+        return rng.choice([-1, 1], size=shape) * (2.0 + rng.uniform(-1e-3, 1e-3, size=shape))
+    return rng.choice([-1, 1], size=shape) * rng.uniform(15.0, 30.0, size=shape)
+
+
+CB_WHERE = ["near_one_half", "at_the_switch", "large"]
+
+
+@pytest.mark.parametrize("where", CB_WHERE)
+def test_continuous_bernoulli_nll_backward(where, rng):
+    logits, x = _cb_logits(where, rng, (4, 6)), rng.random((4, 6))
+    dnll = rng.normal(size=4)
+    check_backward(lambda l: losses.continuous_bernoulli_nll(l, x),
+                   lambda d: (losses.continuous_bernoulli_nll_backward(d, logits, x),), [logits],
+                   dnll, rng)
+
+
+@pytest.mark.parametrize("where", CB_WHERE)
+def test_log_continuous_bernoulli_norm_backward(where, rng):
+    """log C on its own: near l = 0 its slope (~l/6) is swamped in the NLL by sigmoid(l) - x."""
+    logits = _cb_logits(where, rng, (5, 7))
+    dout = rng.normal(size=logits.shape)
+    check_backward(losses.log_continuous_bernoulli_norm,
+                   lambda d: (losses.log_continuous_bernoulli_norm_backward(d, logits),),
+                   [logits], dout, rng)
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_gaussian_nll_backward(shared, rng):
     mean, x = rng.normal(size=(4, 6)), rng.random((4, 6))
@@ -100,7 +132,7 @@ SMALL = dict(input_dim=12, hidden_dims=(7, 5), latent_dim=3)
 
 
 @pytest.mark.parametrize("likelihood,std", [("bernoulli", None), ("gaussian", None),
-                                            ("gaussian", 0.5)])
+                                            ("gaussian", 0.5), ("continuous_bernoulli", None)])
 def test_vae_step_gradients(likelihood, std, rng):
     cfg = ModelConfig(kind="vae", likelihood=likelihood, gaussian_std=std, beta=0.7, **SMALL)
     model = VAE(cfg, rng=0, dtype=np.float64)
@@ -130,8 +162,10 @@ def test_vae_default_architecture_gradients(rng):
         assert rel_error(gflat[idx], num) < TOL, name
 
 
-def test_autoencoder_step_gradients(rng):
-    model = Autoencoder(ModelConfig(kind="ae", **SMALL), rng=0, dtype=np.float64)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous_bernoulli"])
+def test_autoencoder_step_gradients(likelihood, rng):
+    model = Autoencoder(ModelConfig(kind="ae", likelihood=likelihood, **SMALL), rng=0,
+                        dtype=np.float64)
     x = rng.random((6, 12))
     _check_model(model, x, None)
 
@@ -164,7 +198,7 @@ def _iwae_model(likelihood, activation, rng):
 
 @pytest.mark.parametrize("k", [1, 4])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
 def test_iwae_gradients(k, activation, likelihood, rng):
     model = _iwae_model(likelihood, activation, rng)
     x = rng.random((5, IWAE_SMALL["input_dim"]))
@@ -222,3 +256,99 @@ def test_iwae_k1_gradient_is_the_elbos_in_expectation(likelihood, rng):
             f"{name}: {np.max(np.abs(mean) / (se + 1e-300)):.1f} standard errors")
         # the check has teeth: the noise is small against the gradient itself
         assert se.max() < 0.05 * np.abs(elbo_mean[name]).max(), name
+
+
+# -- a KL weight per step (warm-up) and free bits ----------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.3, 2.5])
+def test_a_kl_weight_given_per_step_has_the_gradient_of_its_loss(beta, rng):
+    """What a warm-up passes: forward(beta=b) is the config-beta-b model's loss, exactly,
+    and backward differentiates that loss."""
+    model = VAE(ModelConfig(**SMALL), rng=0, dtype=np.float64)
+    fixed = VAE(ModelConfig(beta=beta, **SMALL), rng=0, dtype=np.float64)
+    x, eps = rng.random((6, 12)), rng.standard_normal((6, 3))
+    assert model.forward(x, eps, beta=beta)[0] == fixed.forward(x, eps)[0]
+    _, _, grads = model.loss_and_grads(x, eps, beta=beta)
+    grads = {k: v.copy() for k, v in grads.items()}
+    for name, p in model.params.items():
+        num = numerical_gradient(lambda: model.forward(x, eps, beta=beta)[0], p)
+        assert rel_error(grads[name], num) < TOL, name
+
+
+def _floor_between(kl_mean, margin=1e-2):
+    """A floor lambda with units on both sides of it, each at least ``margin`` away: the
+    middle of the widest gap between the sorted batch means (central differences with
+    h = 1e-5 then never cross the kink)."""
+    m = np.sort(kl_mean)
+    gaps = np.diff(m)
+    i = int(np.argmax(gaps))
+    assert gaps[i] > 2 * margin, f"units too close together to place a floor: {m}"
+    return float((m[i] + m[i + 1]) / 2)
+
+
+def test_free_bits_kl_backward(rng):
+    """The floor is on each unit's batch mean (Kingma et al., 2016), not on each example:
+    the examples of units 0 and 1 lie on both sides of lambda = 0.5, their means do not."""
+    lam = 0.5
+    kl = np.array([[0.0, 0.0, 3.0, 0.05],
+                   [0.1, 0.05, 2.5, 0.02],
+                   [0.2, 0.1, 3.2, 0.07],
+                   [1.5, 0.9, 2.9, 0.01],
+                   [1.6, 0.15, 3.1, 0.03],
+                   [1.7, 0.2, 2.7, 0.06]]) + rng.uniform(0, 1e-3, size=(6, 4))
+    term, kl_mean = free_bits_kl(kl, lam)
+    assert list(kl_mean > lam) == [True, False, True, False]
+    assert term == pytest.approx(kl_mean[0] + kl_mean[2] + 2 * lam, rel=1e-15)
+    dterm = np.array(rng.normal())
+    dkl = free_bits_kl_backward(dterm, kl_mean, lam, 6)
+    # every example of a unit above the floor, even one whose own KL is below it
+    np.testing.assert_array_equal(dkl, np.broadcast_to(dterm / 6 * np.array([1, 0, 1, 0]),
+                                                       (6, 4)))
+    check_backward(lambda kl: free_bits_kl(kl, lam)[0],
+                   lambda d: (free_bits_kl_backward(d, kl_mean, lam, 6),), [kl], dterm, rng)
+
+
+def _free_bits_model(likelihood, rng):
+    cfg = ModelConfig(likelihood=likelihood, beta=0.7, input_dim=12, hidden_dims=(7,),
+                      latent_dim=4)
+    model = VAE(cfg, rng=0, dtype=np.float64, backend="numpy-ref")
+    # two units far from the prior (a large KL), two near it (a small one)
+    model.params["enc.b_mu"][...] = [1.5, -1.2, 0.0, 0.05]
+    model.params["enc.b_log_var"][...] = [-1.5, -1.0, 0.0, 0.02]
+    x, eps = rng.random((8, 12)), rng.standard_normal((8, 4))
+    return model, x, eps
+
+
+@pytest.mark.parametrize("beta", [None, 0.3])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous_bernoulli"])
+def test_free_bits_gradients(likelihood, beta, rng):
+    """Units above the floor and below it (none at the kink), with the model's beta or a
+    warm-up's."""
+    model, x, eps = _free_bits_model(likelihood, rng)
+    kl_mean = losses.kl_per_dim(*model.encode(x)).mean(axis=0)
+    objective = FreeBits(_floor_between(kl_mean))
+    _, terms, grads = objective.loss_and_grads(model, x, eps, beta=beta)
+    assert 0 < terms["units_at_floor"] < 4
+    grads = {k: v.copy() for k, v in grads.items()}
+    for name, p in model.params.items():
+        num = numerical_gradient(lambda: objective.loss_and_grads(model, x, eps, beta=beta)[0],
+                                 p)
+        err = rel_error(grads[name], num)
+        assert err < TOL, f"{name}: relative error {err:.2e}"
+
+
+def test_free_bits_at_zero_is_the_elbo_and_above_every_unit_frees_the_kl(rng):
+    model, x, eps = _free_bits_model("bernoulli", rng)
+    elbo_loss, _, g = model.loss_and_grads(x, eps)
+    elbo = {k: v.copy() for k, v in g.items()}
+    loss, terms, g = FreeBits(0.0).loss_and_grads(model, x, eps)
+    assert terms["units_at_floor"] == 0
+    assert float(loss) == pytest.approx(float(elbo_loss), rel=1e-14)
+    for name in elbo:
+        assert rel_error(g[name], elbo[name]) < 1e-12, name
+    # a floor above every unit: the KL is a constant, so the gradient is beta = 0's
+    rec_only = {k: v.copy() for k, v in model.loss_and_grads(x, eps, beta=0.0)[2].items()}
+    loss, terms, g = FreeBits(50.0).loss_and_grads(model, x, eps)
+    assert terms["units_at_floor"] == 4
+    assert float(loss) == pytest.approx(terms["rec"] + 0.7 * 4 * 50.0, rel=1e-14)
+    for name in rec_only:
+        assert rel_error(g[name], rec_only[name]) < 1e-12, name

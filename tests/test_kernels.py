@@ -434,12 +434,28 @@ def test_supports_says_why_not():
     assert supports(VAE(rng=0))[0]
     ok, why = supports(VAE(rng=0, likelihood="gaussian", gaussian_std=0.1))
     assert not ok and "Bernoulli" in why
+    ok, why = supports(VAE(rng=0, likelihood="continuous_bernoulli"))
+    assert not ok and "continuous Bernoulli normalizer" in why
     ok, why = supports(VAE(rng=0, dtype=np.float64))
     assert not ok and "float32" in why
     ok, why = supports(VAE(rng=0, backend="numpy-ref"))
     assert not ok and "numpy-ref" in why
     with pytest.raises(ValueError, match="cannot run this model"):
         FusedStep(VAE(rng=0, dtype=np.float64))
+
+
+def test_a_continuous_bernoulli_model_takes_the_reference_path_on_the_numba_backend():
+    """No fused step, so the numba backend runs exactly the numpy-ref backend's arithmetic."""
+    fast = VAE(rng=0, input_dim=40, hidden_dims=(16,), latent_dim=2,
+               likelihood="continuous_bernoulli")
+    ref = VAE(fast.config, rng=0, backend="numpy-ref")
+    assert fast.backend.use_numba and fused_step_for(fast) is None
+    rng = np.random.default_rng(0)
+    x, eps = pixels(rng, 6, 40), fast.noise(6, rng)
+    loss_fast, _, g_fast = fast.loss_and_grads(x, eps)
+    loss_ref, _, g_ref = ref.loss_and_grads(x, eps)
+    assert float(loss_fast) == float(loss_ref)
+    assert all(np.array_equal(g_fast[k], g_ref[k]) for k in g_ref)
 
 
 def test_unsupported_models_still_train_through_the_reference_path():

@@ -29,7 +29,7 @@ def _arrays(obj):
             yield from _arrays(o)
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
 def test_training_step_is_float32_throughout(likelihood, rng):
     model = VAE(ModelConfig(likelihood=likelihood), rng=0)
     x = rng.random((16, 784), dtype=np.float32)
@@ -142,6 +142,30 @@ def test_bad_input_is_rejected_with_a_clear_message(make, match, rng):
     model = VAE(rng=0)
     with pytest.raises(InputError, match=match):
         model.forward(make(), model.noise(4, rng))
+
+
+def test_a_continuous_bernoulli_decoder_reads_grey_levels_in_the_unit_interval(rng):
+    model = VAE(ModelConfig(likelihood="continuous_bernoulli"), rng=0)
+    with pytest.raises(InputError, match=r"in \[0, 1\] for a continuous Bernoulli decoder"):
+        model.forward(np.full((4, 784), 1.5, np.float32), model.noise(4, rng))
+    with pytest.raises(ConfigError, match="only used with likelihood='gaussian'"):
+        ModelConfig(likelihood="continuous_bernoulli", gaussian_std=0.1)
+
+
+def test_a_continuous_bernoulli_decoders_mean_image_is_its_mean_not_lambda(rng):
+    model = VAE(ModelConfig(likelihood="continuous_bernoulli", hidden_dims=(16,), latent_dim=2),
+                rng=0)
+    model.params["dec.b_out"][...] = np.linspace(-6, 6, 784, dtype=np.float32)
+    z = model.noise(5, rng)
+    logits = model.decode(z)
+    mean = model.mean_image(logits)
+    assert mean.dtype == np.float32
+    np.testing.assert_array_equal(mean, losses.continuous_bernoulli_mean(logits))
+    lam = 1 / (1 + np.exp(-logits))
+    assert np.abs(mean - lam).max() > 0.1                  # far from sigmoid for |l| ~ 6
+    np.testing.assert_array_equal(model.sample(5, np.random.default_rng(1)),
+                                  model.mean_image(model.decode(model.noise(
+                                      5, np.random.default_rng(1)))))
 
 
 def test_gaussian_decoder_accepts_values_outside_unit_interval(rng):

@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from vae_numpy.data import load_mnist, make_handwriting
+from vae_numpy.data import load_mnist
 from vae_numpy.errors import DataError
 from vae_numpy.evaluate import negative_elbo
+from vae_numpy.handwriting import make_handwriting
 from vae_numpy.model import VAE
 from vae_numpy.train import make_optimizer
 

@@ -7,9 +7,9 @@ import pytest
 
 from vae_numpy import checkpoint as ckpt_mod
 from vae_numpy.checkpoint import load_checkpoint, load_into, save_checkpoint
-from vae_numpy.data import make_handwriting
 from vae_numpy.errors import CheckpointError, NonFiniteError
 from vae_numpy.evaluate import negative_elbo
+from vae_numpy.handwriting import make_handwriting
 from vae_numpy.model import VAE, ModelConfig
 from vae_numpy.train import fit, make_optimizer
 

@@ -145,6 +145,18 @@ def test_an_exported_decoder_is_the_models(activation, likelihood):
                                web.decoded_images(model, z), atol=1e-5, rtol=0)
 
 
+def test_a_continuous_bernoulli_decoder_is_not_exported_as_if_it_were_a_bernoulli_one():
+    from vae_numpy.errors import ConfigError
+    from vae_numpy.losses import continuous_bernoulli_mean
+
+    model = small_vae("relu", "continuous_bernoulli")
+    with pytest.raises(ConfigError, match="continuous_bernoulli decoder's mean image"):
+        web.decoder_asset(model)
+    z = np.random.default_rng(3).standard_normal((4, 3))
+    logits = model.decode(z.astype(np.float32)).astype(np.float64)
+    np.testing.assert_allclose(web.decoded_images(model, z), continuous_bernoulli_mean(logits))
+
+
 # -- the decoder in JavaScript ---------------------------------------------------------------
 @needs_js
 @pytest.mark.parametrize("activation,likelihood", [("relu", "bernoulli"), ("tanh", "bernoulli"),

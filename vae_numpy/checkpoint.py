@@ -9,7 +9,9 @@ Keys in the archive:
 ``meta``            a JSON string: format version, epoch, optimizer settings,
                     the state of the training RNG, the training history, how the
                     data were made (``data``: dataset, binarization protocol and
-                    its seed) and the training objective (``objective``: name, k)
+                    its seed) and the training objective (``objective``: its
+                    ``settings()``: name, k, and ``kl_warmup``, ``free_bits``
+                    for the ELBO family; see :mod:`.objectives`)
 ==================  ==========================================================
 
 Files are written atomically (:func:`vae_numpy.io.atomic_write`), so an
@@ -43,7 +45,7 @@ class Checkpoint:
     rng_state: dict | None = None
     history: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)        # dataset, protocol, seed
-    objective: dict = field(default_factory=dict)   # name, k
+    objective: dict = field(default_factory=dict)   # name, k, kl_warmup, free_bits
 
     def restore_rng(self) -> np.random.Generator:
         """A generator in the saved state (a fresh PCG64 seeded 0 if none was saved)."""

@@ -116,7 +116,7 @@ def _check_train_args(args):
     """Every check that needs no data; returns (protocol, static seed, objective)."""
     from . import data
     from .model import GAUSSIAN_STD_FLOOR, ModelConfig
-    from .objectives import ELBO, IWAE
+    from .objectives import ELBO, IWAE, FreeBits
 
     protocol = data.check_protocol(args.binarize)
     if args.binarize_seed is not None:
@@ -129,6 +129,36 @@ def _check_train_args(args):
     _at_least("--batch-size", args.batch_size, 1)
     _at_least("--limit", args.limit, 0)
     _at_least("--seed", args.seed, 0)
+    _finite_positive("--beta", args.beta, allow_zero=True)
+    _at_least("--kl-warmup", args.kl_warmup, 0)
+    _finite_positive("--free-bits", args.free_bits, allow_zero=True)
+    likelihood = args.likelihood.replace("-", "_")     # the config's name of it
+    for flag, value, what in (("--kl-warmup", args.kl_warmup, "anneal"),
+                              ("--free-bits", args.free_bits, "floor")):
+        if not value:
+            continue
+        if args.model != "vae":
+            raise InputError(f"{flag} needs a VAE (--model vae): an autoencoder has no KL term "
+                             f"to {what}")
+        if args.objective == "iwae":
+            raise InputError(f"{flag} acts on the ELBO's KL term; the IWAE objective has none "
+                             f"(leave {flag} out with --objective iwae)")
+    if args.kl_warmup:
+        if args.kl_warmup > args.epochs:
+            raise InputError(f"--kl-warmup {args.kl_warmup} is longer than the run (--epochs "
+                             f"{args.epochs}): beta would end at "
+                             f"{args.beta * args.epochs / args.kl_warmup:.3g}, short of "
+                             f"{args.beta:g}; give --kl-warmup {args.epochs} or less, or more "
+                             "--epochs")
+        if args.beta == 0:
+            raise InputError("--kl-warmup ramps the KL weight from 0 up to --beta; with --beta 0 "
+                             "there is nothing to ramp (give --beta > 0, or leave --kl-warmup "
+                             "out)")
+    if likelihood == "continuous_bernoulli" and args.binarize != "none":
+        raise InputError(f"--likelihood continuous-bernoulli is a density of grey levels in "
+                         f"[0, 1]; binary targets (--binarize {args.binarize}) are what "
+                         "--likelihood bernoulli models: give --binarize none, or --likelihood "
+                         "bernoulli")
     if args.objective == "iwae":
         if args.model != "vae":
             raise InputError("--objective iwae needs a VAE (--model vae); an autoencoder has no "
@@ -143,7 +173,8 @@ def _check_train_args(args):
         if args.iw_k is not None:
             raise InputError("--iw-k is the k of --objective iwae; the ELBO takes no k (add "
                              "--objective iwae, or leave --iw-k out)")
-        objective = ELBO()
+        objective = (FreeBits(args.free_bits, kl_warmup=args.kl_warmup) if args.free_bits
+                     else ELBO(kl_warmup=args.kl_warmup))
     if args.likelihood != "gaussian":
         for flag, value in (("--gaussian-std", args.gaussian_std),
                             ("--gaussian-std-floor", args.gaussian_std_floor)):
@@ -158,7 +189,7 @@ def _check_train_args(args):
     floor = GAUSSIAN_STD_FLOOR if args.gaussian_std_floor is None else args.gaussian_std_floor
     _finite_positive("--gaussian-std-floor", floor, allow_zero=True)
     settings = dict(kind=args.model, hidden_dims=tuple(args.hidden), latent_dim=args.latent_dim,
-                    likelihood=args.likelihood, beta=args.beta, activation=args.activation,
+                    likelihood=likelihood, beta=args.beta, activation=args.activation,
                     gaussian_std=args.gaussian_std, gaussian_std_floor=floor)
     ModelConfig(input_dim=1, **settings)  # the settings' own errors, before any data is read
     return protocol, bseed, objective, settings
@@ -167,6 +198,7 @@ def _check_train_args(args):
 def _check_resume(args, protocol, bseed, objective):
     """Read --resume and check it can be continued by this command (before any data)."""
     from .checkpoint import load_checkpoint
+    from .objectives import same_settings, settings_words
 
     if args.resume is None:
         return
@@ -189,15 +221,16 @@ def _check_resume(args, protocol, bseed, objective):
         raise InputError(f"--resume {args.resume} was trained on {dataset}; this run asks for "
                          f"--dataset {args.dataset}: give --dataset {dataset} to continue it")
     done = ckpt.objective or {}
-    if done.get("name") and (done["name"], done.get("k")) != (objective.name, objective.k):
-        was_k = f" --iw-k {done.get('k')}" if done["name"] == "iwae" else ""
-        raise InputError(f"--resume {args.resume} was trained with --objective {done['name']}"
-                         f"{was_k}; give the same to continue it")
+    if done.get("name") and not same_settings(done, objective.settings()):
+        raise InputError(f"--resume {args.resume} was trained with {settings_words(done)}; this "
+                         f"run asks for {settings_words(objective.settings())}: give the same "
+                         "to continue it")
 
 
 def _train_data(args, protocol: str, bseed: int):
     """``x_train, x_test, image_shape, data_info, words`` for ``train``."""
     from . import data
+    from .handwriting import make_handwriting
 
     name = args.dataset
     if name == "mnist":
@@ -207,7 +240,7 @@ def _train_data(args, protocol: str, bseed: int):
     else:
         if name == "handwriting":
             make_seed = args.seed + 1
-            ds, _ = data.make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
+            ds, _ = make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
             grey_train, grey_test = ds.x[:HANDWRITING_TRAIN], ds.x[HANDWRITING_TRAIN:]
             shape, info = ds.image_shape, {"dataset": "handwriting", "make_seed": make_seed}
         else:
@@ -337,6 +370,7 @@ def _load_for_evaluate(path: str, backend):
 def _evaluate_targets(args, ckpt):
     """``(x, words)``: the targets to evaluate on and how they were made, in words."""
     from . import data
+    from .handwriting import make_handwriting
 
     info = ckpt.data or {}
     trained = info.get("binarize", "none")
@@ -367,7 +401,7 @@ def _evaluate_targets(args, ckpt):
         grey, where = data.load_mnist("test").x, "MNIST test split"
     else:
         make_seed = info.get("make_seed", 1)  # train --seed 0 makes the set with seed 1
-        ds, _ = data.make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
+        ds, _ = make_handwriting(HANDWRITING_TOTAL, np.random.default_rng(make_seed))
         grey = ds.x[HANDWRITING_TRAIN:]
         where = (f"handwriting test part ({len(grey)} images, generator seed {make_seed})")
     if protocol == "dynamic":
@@ -390,8 +424,9 @@ def cmd_evaluate(args) -> int:
         source = f"--data {args.data}" if args.data is not None else "the test set"
         raise InputError(f"the checkpoint's model reads {D} inputs per example; {source} has "
                          f"{x.shape[1]}. Give data of shape (N, {D})")
-    if model.config.likelihood == "bernoulli" and args.data is not None:
-        _check_unit_interval(x, f"--data {args.data}", "for a Bernoulli decoder")
+    if model.config.likelihood != "gaussian" and args.data is not None:
+        which = "continuous " if model.config.likelihood == "continuous_bernoulli" else ""
+        _check_unit_interval(x, f"--data {args.data}", f"for a {which}Bernoulli decoder")
     if args.limit:
         x = x[: args.limit]
     x = x.astype(model.dtype, copy=False)
@@ -409,7 +444,7 @@ def cmd_evaluate(args) -> int:
               else "no standard error from one example")
     numbers = f"{est.nll:.3f} nats, {spread} over {est.n} examples, {est.seconds:.1f}s"
     k = args.iw_samples
-    if model.config.likelihood == "gaussian":
+    if model.config.likelihood != "bernoulli":   # Gaussian, continuous Bernoulli: densities
         print(f"importance-weighted estimate of -log p(x), k={k}: {numbers} (a density of "
               "continuous pixel values: not comparable with Bernoulli NLLs)")
     elif binary:
@@ -501,7 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden layer widths (default: 400)")
     p.add_argument("--activation", default="relu", choices=("relu", "tanh"),
                    help="of every hidden layer (default: relu; the IWAE paper uses tanh)")
-    p.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "gaussian"))
+    p.add_argument("--likelihood", default="bernoulli",
+                   choices=("bernoulli", "gaussian", "continuous-bernoulli"),
+                   help="the decoder's p(x|z): bernoulli (binary pixels; grey levels as soft "
+                   "targets), gaussian, or continuous-bernoulli (a density of grey levels in "
+                   "[0, 1], Loaiza-Ganem and Cunningham 2019) (default: bernoulli)")
     p.add_argument("--gaussian-std", type=float, default=None, metavar="S",
                    help="Gaussian decoder: a fixed standard deviation for every pixel "
                    "(default: learn one variance per pixel)")
@@ -509,7 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gaussian decoder with a learned variance: the smallest standard "
                    "deviation a pixel may reach, which keeps the likelihood bounded "
                    "(default: 1/255, one grey level; 0 turns the floor off)")
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (default: 1)")
+    p.add_argument("--beta", type=float, default=1.0,
+                   help="KL weight (default: 1, the ELBO; with any other value the test loss "
+                   "is the beta-weighted objective, and is named so)")
+    p.add_argument("--kl-warmup", type=int, default=0, metavar="EPOCHS",
+                   help="anneal the KL weight linearly from 0 to --beta over the first EPOCHS "
+                   "epochs (beta = --beta * epoch / EPOCHS), at most --epochs; the test "
+                   "loss is still computed at --beta: the negative ELBO when --beta is 1 "
+                   "(default: 0, none)")
+    p.add_argument("--free-bits", type=float, default=0.0, metavar="LAMBDA",
+                   help="free bits (Kingma et al. 2016): floor each latent unit's batch-mean KL "
+                   "at LAMBDA nats, so a unit below it gets no KL gradient; trains on the "
+                   "reference path (default: 0, none)")
     p.add_argument("--objective", default="elbo", choices=("elbo", "iwae"),
                    help="what training minimises: the negative ELBO, or the negative "
                    "importance-weighted bound with --iw-k samples (default: elbo)")
@@ -530,8 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="default: 0")
     p.add_argument("--out", required=True, help="folder for the checkpoint and figures")
     p.add_argument("--resume", default=None, metavar="CKPT",
-                   help="continue from this checkpoint up to --epochs (same data protocol "
-                   "and objective)")
+                   help="continue from this checkpoint up to --epochs (same data protocol, "
+                   "objective, --kl-warmup and --free-bits)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -46,8 +46,8 @@ A step allocates no NumPy array: only the few Python floats of its result.
 :meth:`VAE.loss_and_grads` uses this path when the model's backend has numba on
 (``backend="numpy"``, the default) and :func:`supports` the configuration: a VAE
 or autoencoder with a Bernoulli decoder and any ``hidden_dims``, in float32. Any
-other configuration (a Gaussian decoder, float64 for gradient checks, the
-``numpy-ref`` or ``cupy`` backend) runs the reference path.
+other configuration (a Gaussian or continuous Bernoulli decoder, float64 for
+gradient checks, the ``numpy-ref`` or ``cupy`` backend) runs the reference path.
 
 The results agree with the reference path to float32 rounding, not bit for bit:
 the kernels use fused multiply-adds and their own ``exp``, and BLAS adds the
@@ -83,6 +83,9 @@ def supports(model) -> tuple[bool, str]:
         return False, f"the fused step computes in float32; the model is {model.dtype}"
     if model.config.activation != "relu":
         return False, f"the fused step has ReLU layers only; got {model.config.activation}"
+    if model.config.likelihood == "continuous_bernoulli":
+        return False, ("the fused step has a Bernoulli decoder only: its loss kernel has no "
+                       "continuous Bernoulli normalizer log C(lambda)")
     if model.config.likelihood != "bernoulli":
         return False, f"the fused step has a Bernoulli decoder only; got {model.config.likelihood}"
     return True, ""
@@ -201,7 +204,14 @@ class FusedStep:
             np.sum(buf.db_parts, axis=0, out=db_out)
         return sum(totals)
 
-    def __call__(self, x, eps=None, *, check: bool = True):
+    def __call__(self, x, eps=None, *, check: bool = True, beta: float | None = None):
+        """One step; ``beta`` weighs the KL for this step instead of ``config.beta``.
+
+        A KL warm-up needs nothing more: the KL kernels take the weight as a number
+        (``beta / n``). Free bits (a floor on each unit's batch-mean KL) would need a
+        weight per unit in the backward kernel and is not here:
+        :class:`vae_numpy.objectives.FreeBits` runs the reference path.
+        """
         model = self.model
         if check:
             model.check_input(x)
@@ -219,7 +229,7 @@ class FusedStep:
         buf = self.buffers(n)
         p, g = model.params, model.grads
         matmul = np.matmul
-        beta = self.config.beta
+        beta = model._kl_weight(beta)
         Kz = self.config.latent_dim
 
         # -- forward: encoder ----------------------------------------------------------

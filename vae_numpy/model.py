@@ -10,6 +10,11 @@ is read through the likelihood p(x|z):
   (``x_logits``); the reconstruction loss is the binary cross-entropy.
 * ``gaussian``: ``x_out`` are per-pixel means; the variance is either fixed
   (``gaussian_std``) or learned, one log-variance per pixel (``dec.log_var_x``).
+* ``continuous_bernoulli``: ``x_out`` are logits, as for the Bernoulli, of a density
+  on [0, 1] for grey levels, ``C(lambda) lambda^x (1 - lambda)^(1 - x)`` (Loaiza-Ganem
+  and Cunningham, 2019): the Bernoulli's cross-entropy minus ``log C(lambda)``
+  (:func:`vae_numpy.losses.continuous_bernoulli_nll`). Its mean image is
+  :func:`vae_numpy.losses.continuous_bernoulli_mean`, not ``sigmoid(x_out)``.
 
 The loss is per example, averaged over the batch:
 ``loss = mean(rec + beta * kl)`` for the VAE (the negative ELBO when beta = 1)
@@ -50,7 +55,9 @@ from .backend import get_backend
 from .errors import ConfigError, InputError
 
 KINDS = ("vae", "ae")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+#: The likelihoods whose decoder outputs logits and whose data must lie in [0, 1].
+LOGIT_LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 ACTIVATIONS = tuple(F.ACTIVATIONS)
 #: The smallest standard deviation a *learned* per-pixel Gaussian variance may reach,
 #: by default. Without a floor the likelihood is unbounded on MNIST: 67 pixels are 0 in
@@ -73,13 +80,17 @@ class ModelConfig:
         Widths of the encoder's hidden layers; the decoder mirrors them.
     latent_dim : int
         K, size of the code z.
-    likelihood : {"bernoulli", "gaussian"}
-        The decoder's distribution p(x|z).
+    likelihood : {"bernoulli", "gaussian", "continuous_bernoulli"}
+        The decoder's distribution p(x|z) (see the module docstring).
     gaussian_std : float or None
         Gaussian decoder only: a fixed standard deviation, or None to learn one
         log-variance per pixel.
     beta : float
-        Weight of the KL term (VAE only); 1 gives the ELBO.
+        Weight of the KL term (VAE only); 1 gives the ELBO. A KL warm-up and free bits
+        are not settings of the model but ways of training it
+        (:mod:`vae_numpy.objectives`, recorded in a checkpoint's objective record): the
+        configuration, and the loss :meth:`VAE.forward` computes and evaluation
+        reports, stay the same however the model was trained.
     activation : {"relu", "tanh"}
         The nonlinearity of every hidden layer, encoder and decoder.
     gaussian_std_floor : float
@@ -280,11 +291,13 @@ class _MLPModel:
         xp = self.backend.xp
         if not bool(xp.isfinite(x).all()):
             raise InputError("x holds NaN or infinite values; clean the data first")
-        if self.config.likelihood == "bernoulli":
+        if self.config.likelihood in LOGIT_LIKELIHOODS:
             lo, hi = float(x.min()), float(x.max())
             if lo < 0.0 or hi > 1.0:
+                which = "a Bernoulli" if self.config.likelihood == "bernoulli" else (
+                    "a continuous Bernoulli")
                 raise InputError(
-                    f"x must hold values in [0, 1] for a Bernoulli decoder; got min {lo:g},"
+                    f"x must hold values in [0, 1] for {which} decoder; got min {lo:g},"
                     f" max {hi:g}. Scale pixels by 1/255."
                 )
 
@@ -318,7 +331,7 @@ class _MLPModel:
             )
 
     def decode(self, z):
-        """Decoder forward: ``x_out`` (Bernoulli logits or Gaussian means), shape (N, D)."""
+        """Decoder forward: ``x_out`` (logits, or Gaussian means), shape (N, D)."""
         return self._decode(z)[0]
 
     def _decode(self, z):
@@ -363,11 +376,15 @@ class _MLPModel:
         """-log p(x|z) per example, shape (N,), in nats."""
         if self.config.likelihood == "bernoulli":
             return losses.bernoulli_nll(x_out, x)
+        if self.config.likelihood == "continuous_bernoulli":
+            return losses.continuous_bernoulli_nll(x_out, x)
         return losses.gaussian_nll(x_out, x, self.log_var_x())
 
     def _reconstruction_backward(self, drec, x_out, x):
         if self.config.likelihood == "bernoulli":
             return losses.bernoulli_nll_backward(drec, x_out, x)
+        if self.config.likelihood == "continuous_bernoulli":
+            return losses.continuous_bernoulli_nll_backward(drec, x_out, x)
         log_var_x = self.log_var_x()
         dx_out, dlog_var_x = losses.gaussian_nll_backward(drec, x_out, x, log_var_x)
         if "dec.log_var_x" in self.grads:
@@ -377,15 +394,35 @@ class _MLPModel:
         return dx_out
 
     def mean_image(self, x_out):
-        """The mean of p(x|z): ``sigmoid(x_out)`` for Bernoulli, ``x_out`` for Gaussian."""
+        """The mean of p(x|z): ``sigmoid(x_out)`` for Bernoulli, ``x_out`` for Gaussian.
+
+        For the continuous Bernoulli it is :func:`losses.continuous_bernoulli_mean`,
+        ``lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda))``, nearer 1/2 than
+        ``lambda = sigmoid(x_out)``.
+        """
         if self.config.likelihood == "bernoulli":
             return F.sigmoid_forward(x_out)[0]
+        if self.config.likelihood == "continuous_bernoulli":
+            return losses.continuous_bernoulli_mean(x_out)
         return x_out
 
-    def loss_and_grads(self, x, eps=None, *, check: bool = True):
+    def _kl_weight(self, beta):
+        """The KL weight of one step: ``beta`` if given (a schedule's), else the config's."""
+        if beta is None:
+            return self.config.beta
+        if self.config.kind != "vae":
+            raise ConfigError(f"an autoencoder has no KL term to weigh; got beta={beta!r}")
+        beta = float(beta)
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"beta must be a finite number >= 0; got {beta!r}")
+        return beta
+
+    def loss_and_grads(self, x, eps=None, *, check: bool = True, beta: float | None = None):
         """One forward and backward pass: ``(loss, terms, grads)``.
 
         ``grads`` is ``model.grads`` (name -> array), overwritten by each call.
+        ``beta`` weighs the KL term for this step instead of ``config.beta`` (a KL
+        warm-up passes its schedule's value; :mod:`vae_numpy.objectives`).
 
         With numba on (backend ``numpy``) and a float32 Bernoulli model, this runs
         :class:`vae_numpy.fused.FusedStep`: the same arithmetic as
@@ -397,8 +434,8 @@ class _MLPModel:
 
             step = fused_step_for(self)
             if step is not None and x.dtype == self.dtype:
-                return step(x, eps, check=check)
-        loss, terms, cache = self.forward(x, eps, check=check)
+                return step(x, eps, check=check, beta=beta)
+        loss, terms, cache = self.forward(x, eps, check=check, beta=beta)
         return loss, terms, self.backward(cache)
 
 
@@ -419,8 +456,9 @@ class Autoencoder(_MLPModel):
         """An autoencoder draws no noise; kept so training loops treat both models alike."""
         return None
 
-    def forward(self, x, eps=None, *, check: bool = True):
+    def forward(self, x, eps=None, *, check: bool = True, beta: float | None = None):
         """Loss ``mean(rec)``, the terms as floats, and the cache for :meth:`backward`."""
+        self._kl_weight(beta)                 # an autoencoder takes no KL weight: refuse one
         if check:
             self.check_input(x)
         h, enc_caches = self._encoder_hidden(x)
@@ -483,7 +521,7 @@ class VAE(_MLPModel):
         eps = rng.standard_normal((n, self.config.latent_dim), dtype=self.dtype)
         return self.backend.asarray(eps)
 
-    def forward(self, x, eps, *, check: bool = True):
+    def forward(self, x, eps, *, check: bool = True, beta: float | None = None):
         """The negative ELBO (with ``beta``) averaged over the batch.
 
         Parameters
@@ -492,6 +530,8 @@ class VAE(_MLPModel):
         eps : (N, K) array
             The noise of the reparameterization; pass it in so a step is
             deterministic (``model.noise(N, rng)`` draws it).
+        beta : float, optional
+            The KL weight of this step; ``config.beta`` when not given.
 
         Returns
         -------
@@ -510,9 +550,10 @@ class VAE(_MLPModel):
         x_out, dec_cache = self._decode(z)
         rec = self.reconstruction_nll(x_out, x)
         kl = losses.kl_divergence(mu, log_var)
-        loss = (rec + self.config.beta * kl).mean()
+        beta = self._kl_weight(beta)
+        loss = (rec + beta * kl).mean()
         terms = {"loss": float(loss), "rec": float(rec.mean()), "kl": float(kl.mean())}
-        cache = (x, mu, log_var, enc_cache, z_cache, x_out, dec_cache)
+        cache = (x, mu, log_var, enc_cache, z_cache, x_out, dec_cache, beta)
         return loss, terms, cache
 
     def backward(self, cache):
@@ -520,12 +561,12 @@ class VAE(_MLPModel):
 
         Returns ``model.grads`` (name -> array), overwritten by each call.
         """
-        x, mu, log_var, enc_cache, z_cache, x_out, dec_cache = cache
+        x, mu, log_var, enc_cache, z_cache, x_out, dec_cache, beta = cache
         xp = self.backend.xp
         n = x.shape[0]
         # loss = mean(rec + beta * kl): each example's terms get weight 1/n and beta/n
         drec = xp.full(n, 1.0 / n, dtype=self.dtype)
-        dkl = xp.full(n, self.config.beta / n, dtype=self.dtype)
+        dkl = xp.full(n, beta / n, dtype=self.dtype)
         dx_out = self._reconstruction_backward(drec, x_out, x)
         dz = self._decode_backward(dx_out, dec_cache)
         # mu and log_var reach the loss twice, through z and through the KL: add both paths

@@ -205,12 +205,12 @@ def plot_handwriting_style(slant: float, stroke_width: float, neatness: float, *
     Parameters
     ----------
     slant, stroke_width, neatness : float
-        The letter's factors (see :func:`vae_numpy.data.render_glyph`).
+        The letter's factors (see :func:`vae_numpy.handwriting.render_glyph`).
     seed : int
         Seeds the jitter of the stroke, so the same seed keeps the same wobble
         while ``neatness`` scales it.
     factors : dict of str to ndarray (n,), optional
-        Factors of a whole set (from :func:`vae_numpy.data.make_handwriting`), drawn
+        Factors of a whole set (from :func:`vae_numpy.handwriting.make_handwriting`), drawn
         as grey points in the (slant, stroke width) plane for context.
     axes : pair of matplotlib Axes, optional
 
@@ -219,7 +219,7 @@ def plot_handwriting_style(slant: float, stroke_width: float, neatness: float, *
     axes : pair of matplotlib Axes
         The letter, and the (slant, stroke width) plane with the letter marked.
     """
-    from .data import HANDWRITING_RANGES, render_glyph
+    from .handwriting import HANDWRITING_RANGES, render_glyph
 
     plt = _plt()
     if axes is None:

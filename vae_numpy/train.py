@@ -22,8 +22,8 @@ from .errors import ConfigError, NonFiniteError
 from .evaluate import negative_elbo, progress_bar
 from .optim import SGD, Adam
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_rec", "train_kl", "test_loss", "test_rec",
-                "test_kl", "seconds")
+HISTORY_KEYS = ("epoch", "beta", "train_loss", "train_rec", "train_kl", "test_loss",
+                "test_rec", "test_kl", "seconds")
 
 
 @dataclass
@@ -31,7 +31,11 @@ class History:
     """Per-epoch records: ``history["test_loss"]`` is a list with one float per epoch.
 
     ``train_*`` are means over the epoch's minibatches (the model changing as it
-    goes); ``test_*`` are measured after the epoch (NaN when no test set was given).
+    goes): ``train_loss`` is the objective the epoch minimised, ``train_kl`` the KL
+    itself. ``test_*`` are measured after the epoch (NaN when no test set was given):
+    the negative ELBO with the model's beta, whatever the training objective.
+    ``beta`` is the KL weight every step of the epoch used (a warm-up's schedule;
+    NaN for an objective without one, such as the IWAE bound, or an autoencoder).
     """
 
     records: dict[str, list] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
@@ -51,9 +55,11 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
+        """Inverse of :meth:`to_dict`; a key an older history lacks is NaN in every epoch."""
         h = cls()
+        n = len(d.get("epoch", []))
         for key in HISTORY_KEYS:
-            h.records[key] = list(d.get(key, []))
+            h.records[key] = list(d[key]) if key in d else [math.nan] * n
         return h
 
 
@@ -115,8 +121,12 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         Receives one line per epoch (the CLI passes ``print``).
     objective : optional
         What a step minimises (:mod:`vae_numpy.objectives`): by default the model's
-        own loss (:class:`~vae_numpy.objectives.ELBO`); ``IWAE(k)`` for the
-        importance-weighted bound.
+        own loss (:class:`~vae_numpy.objectives.ELBO`); ``ELBO(kl_warmup=W)`` anneals
+        the KL weight over W epochs (at most ``epochs``), ``FreeBits(lam)`` floors each
+        unit's KL, ``IWAE(k)`` is the importance-weighted bound. An objective with a
+        ``beta(model, epoch)`` method sets each epoch's KL weight, recorded in the
+        history. Checkpoints record its ``settings()``, and resuming with other
+        settings is refused.
     lr_schedule : callable, optional
         ``lr_schedule(epoch)`` is the learning rate for that epoch (from 1); set on
         the optimizer before the epoch starts.
@@ -142,6 +152,10 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         objective = ELBO()
     if objective.name != "elbo" and model.config.kind != "vae":
         raise ConfigError(f"the {objective.name} objective needs a VAE; got an autoencoder")
+    if hasattr(objective, "check"):
+        objective.check(model, epochs)
+    settings = _objective_settings(objective)
+    schedule = getattr(objective, "beta", None)
     xp = model.backend.xp
     x = xp.asarray(x)
     model.check_input(x)  # once for the whole set, not every step
@@ -157,6 +171,7 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
     kept = None
     if resume is not None:
         ckpt = load_into(model, resume)
+        _check_resumed_objective(resume, ckpt.objective, settings)
         optimizer.load_state_dict(ckpt.optimizer_state)
         if ckpt.rng_state is not None:
             rng.bit_generator.state = ckpt.rng_state
@@ -172,6 +187,9 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         t0 = time.perf_counter()
         if lr_schedule is not None:
             optimizer.lr = float(lr_schedule(epoch))
+        # the KL weight of the epoch (from the epoch number alone, so a resume agrees)
+        beta = schedule(model, epoch) if schedule is not None else None
+        weight = {} if beta is None else {"beta": beta}
         sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
         bar = progress_bar(steps_per_epoch, f"epoch {epoch}/{epochs}", progress, 0.5)
         for step, idx in enumerate(minibatches(n, batch_size, rng), start=1):
@@ -179,7 +197,7 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             if binarize == "dynamic":
                 xb = xp.asarray(dynamic_binarize(model.backend.asnumpy(xb), rng))
             eps = objective.noise(model, xb.shape[0], rng)
-            _, terms, grads = objective.loss_and_grads(model, xb, eps)
+            _, terms, grads = objective.loss_and_grads(model, xb, eps, **weight)
             if not math.isfinite(terms["loss"]):
                 raise NonFiniteError(_diverged_message(epoch, step, terms, optimizer, checkpoint,
                                                        kept, resumed_from))
@@ -196,26 +214,43 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             raise NonFiniteError(_diverged_message(epoch, steps_per_epoch, {"loss": math.nan},
                                                    optimizer, checkpoint, kept, resumed_from))
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "seconds": seconds}
+        row = {"epoch": epoch, "seconds": seconds, "beta": math.nan if beta is None else beta}
         row.update({f"train_{k}": v / n for k, v in sums.items()})
         if x_test is not None:
             row.update({f"test_{k}": v for k, v in negative_elbo(model, x_test).items()})
         history.append(**row)
         if log is not None:
-            log(_epoch_line(row, model))
+            log(_epoch_line(row, model, show_beta=bool(getattr(objective, "kl_warmup", 0))))
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer=optimizer, epoch=epoch, rng=rng,
-                            history=history.to_dict(), data=data_info,
-                            objective={"name": objective.name, "k": objective.k})
+                            history=history.to_dict(), data=data_info, objective=settings)
             kept = (checkpoint, epoch)
         for callback in callbacks:
             callback(epoch, model, history)
     return history
 
 
-def _epoch_line(row: dict, model) -> str:
+def _objective_settings(objective) -> dict:
+    """What a checkpoint records of ``objective``: its ``settings()``, or name and k."""
+    if hasattr(objective, "settings"):
+        return dict(objective.settings())
+    return {"name": objective.name, "k": objective.k}
+
+
+def _check_resumed_objective(path, done: dict, settings: dict) -> None:
+    """Refuse to continue a checkpoint with another objective (or warm-up, or floor)."""
+    from .objectives import same_settings
+
+    if done and not same_settings(done, settings):
+        raise ConfigError(f"{path} was trained with the objective {done}; this run asks for "
+                          f"{settings}: give the same objective to continue it")
+
+
+def _epoch_line(row: dict, model, show_beta: bool = False) -> str:
+    # under a warm-up the train loss is the epoch's beta-weighted objective: say which beta
+    weight = f", beta {row['beta']:.3g}" if show_beta else ""
     line = (f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} "
-            f"(rec {row['train_rec']:.3f}, kl {row['train_kl']:.3f})")
+            f"(rec {row['train_rec']:.3f}, kl {row['train_kl']:.3f}{weight})")
     if "test_loss" in row:
         from .evaluate import objective_name
 
@@ -272,14 +307,15 @@ def _source_digest() -> str:
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for name in ("functional.py", "losses.py", "model.py", "optim.py", "kernels.py", "fused.py",
-                 "backend.py", "train.py", "evaluate.py", "data.py"):
+                 "backend.py", "train.py", "evaluate.py", "data.py", "handwriting.py",
+                 "objectives.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
 
 
 def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size: int = 128,
                  lr: float = 1e-3, seed: int = 0, limit: int | None = None, progress: bool = True,
-                 backend=None):
+                 backend=None, objective=None):
     """Train a model on MNIST (or the handwriting set), or load it if trained before.
 
     Chapters that need a trained model call this: the first call trains (seeded,
@@ -296,6 +332,9 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     epochs, batch_size, lr, seed : training settings (Adam).
     limit : int, optional
         Train on the first ``limit`` examples only.
+    objective : optional
+        What training minimises (:func:`fit`'s ``objective``; the ELBO by default). Its
+        ``settings()`` (a warm-up's length, a free-bits floor, k) are part of the key.
 
     Returns
     -------
@@ -308,9 +347,12 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     from .backend import get_backend
     from .checkpoint import load_checkpoint
     from .model import make_model
+    from .objectives import ELBO
 
     backend = get_backend(backend)
+    objective = ELBO() if objective is None else objective
     key = json.dumps({"config": json.loads(config.to_json()), "dataset": dataset,
+                      "objective": _objective_settings(objective),
                       "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                       "limit": limit, "backend": backend.name, "code": _source_digest()},
                      sort_keys=True)
@@ -327,13 +369,15 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
         x = x[:limit]
     model = make_model(config, np.random.default_rng(seed), backend=backend)
     history = fit(model, x, epochs=epochs, batch_size=batch_size, lr=lr, rng=seed,
-                  x_test=x_test, progress=progress)
-    save_checkpoint(path, model, epoch=epochs, history=history.to_dict())
+                  x_test=x_test, progress=progress, objective=objective)
+    save_checkpoint(path, model, epoch=epochs, history=history.to_dict(),
+                    objective=_objective_settings(objective))
     return model, history
 
 
 def _cached_dataset(dataset: str):
-    from .data import load_mnist, make_handwriting
+    from .data import load_mnist
+    from .handwriting import make_handwriting
 
     if dataset == "mnist":
         return load_mnist("train").x, load_mnist("test").x

@@ -77,8 +77,18 @@ def decoder_asset(model) -> dict:
     the last layer's output: ``sigmoid`` of the logits for a Bernoulli decoder, the
     means themselves for a Gaussian one. Only ReLU and tanh hidden layers are
     written, as the library has no others.
+
+    A continuous Bernoulli decoder is refused: the page knows the two outputs above,
+    and its mean image (:func:`vae_numpy.losses.continuous_bernoulli_mean`) is
+    neither.
     """
     config = model.config
+    if config.likelihood not in ("bernoulli", "gaussian"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"the page's decoder draws Bernoulli or Gaussian means; a "
+                          f"{config.likelihood} decoder's mean image is not one of them, so "
+                          "it cannot be exported (decode it in the notebook instead)")
     p = {k: model.backend.asnumpy(v) for k, v in model.params.items()}
     n_hidden = sum(1 for k in p if re.fullmatch(r"dec\.W\d+", k))
     layers = [{"W": encode_array(p[f"dec.W{i}"]), "b": encode_array(p[f"dec.b{i}"]),
@@ -98,6 +108,10 @@ def decoded_images(model, z) -> np.ndarray:
         np.asarray(z, dtype=model.dtype)))), dtype=np.float64)
     if model.config.likelihood == "bernoulli":
         out = 1.0 / (1.0 + np.exp(-out))
+    elif model.config.likelihood == "continuous_bernoulli":
+        from .losses import continuous_bernoulli_mean
+
+        out = continuous_bernoulli_mean(out)
     return out
 
 

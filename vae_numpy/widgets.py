@@ -51,7 +51,7 @@ def handwriting_explorer(slant: float = 0.0, stroke_width: float = 2.0, neatness
     Parameters
     ----------
     slant, stroke_width, neatness : float
-        Starting values, inside :data:`vae_numpy.data.HANDWRITING_RANGES`.
+        Starting values, inside :data:`vae_numpy.handwriting.HANDWRITING_RANGES`.
     seed : int
         Starting seed of the jitter, 0 to 9.
     factors : dict of str to ndarray (n,), optional
@@ -65,7 +65,7 @@ def handwriting_explorer(slant: float = 0.0, stroke_width: float = 2.0, neatness
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    from .data import HANDWRITING_RANGES
+    from .handwriting import HANDWRITING_RANGES
     from .plots import plot_handwriting_style
 
     style = {"description_width": "initial"}
