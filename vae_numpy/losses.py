@@ -186,8 +186,7 @@ def continuous_bernoulli_nll(x_logits, x):
     -------
     nll : (N,) array, nats
     """
-    return (softplus(x_logits) - x * x_logits
-            - log_continuous_bernoulli_norm(x_logits)).sum(axis=1)
+    return bernoulli_nll(x_logits, x) - log_continuous_bernoulli_norm(x_logits).sum(axis=1)
 
 
 def continuous_bernoulli_nll_backward(dnll, x_logits, x):
