@@ -101,3 +101,10 @@ def test_float32_answers_are_read_at_their_own_precision():
 def test_an_explicit_tolerance_still_accepts_noisy_estimates():
     check = NumberCheck(0.05265, digits=2, rtol=0.015)       # Monte Carlo answers
     assert check.judge(0.052)[0] and check.judge(0.0531)[0] and not check.judge(0.050)[0]
+
+
+def test_a_rounded_whole_number_counts_its_digits_without_the_zeros():
+    check = NumberCheck(5734400, digits=2, hints=[(5685248, "narrow heads")],
+                        hint_rtol=3e-3)
+    assert check.judge(5700000)[0] and check.judge(5730000)[0] and check.judge(5734400)[0]
+    assert not check.judge(5800000)[0] and "narrow heads" in check.judge(5685248)[1]

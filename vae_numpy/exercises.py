@@ -158,13 +158,11 @@ def _round_significant(x: float, digits: int) -> float:
 def _shown(value: float) -> tuple[int, float]:
     """``(significant digits, half a unit of the last digit)`` of ``repr(value)``.
 
-    A whole number counts all its digits (the float 100.0 arrives for a typed 100), and
-    trailing zeros after the point are dropped, as a float drops them.
+    Trailing zeros are not counted, before the point or after it: 5,700,000 is two
+    digits (a rounded count), and a typed 0.100 arrives as the float 0.1 anyway.
     """
     value = abs(float(value))
     if value == 0:
         return 1, 0.5
-    if value.is_integer() and value < 1e16:
-        return len(str(int(value))), 0.5
     digits, exponent = Decimal(repr(value)).normalize().as_tuple()[1:]
     return len(digits), 0.5 * 10.0 ** exponent

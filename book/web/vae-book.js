@@ -399,14 +399,14 @@
   // Python's repr of the number; from the typed text when it is a plain decimal, so that
   // zeros the reader typed at the end (1.60) count, which a float cannot keep.
   function shownOf(value, text) {
-    const m = /^[+-]?(\d*)(?:\.(\d*))?$/.exec(text);
+    // (a whole number's trailing zeros do not count: 5700000 is two digits, a rounding)
+    const m = /^[+-]?(\d*)\.(\d*)$/.exec(text);
     if (m) {
-      const frac = m[2] || "", all = (m[1] + frac).replace(/^0+/, "");
+      const frac = m[2], all = (m[1] + frac).replace(/^0+/, "");
       return [Math.max(1, all.length), 0.5 * Math.pow(10, -frac.length)];
     }
     const v = Math.abs(value);
     if (v === 0) return [1, 0.5];
-    if (Number.isInteger(v) && v < 1e16) return [String(v).length, 0.5];
     const [mantissa, exp] = v.toExponential().split("e");
     const digits = mantissa.replace(".", "").replace(/0+$/, "");
     return [digits.length, 0.5 * Math.pow(10, Number(exp) - (digits.length - 1))];
