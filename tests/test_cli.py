@@ -531,3 +531,21 @@ def test_bench_refuses_unknown_paths_before_timing(paths, pattern, tmp_path, cap
     code, out, err = run(capsys, "bench", "--paths", paths, "--out", tmp_path / "b")
     _one_line_error(code, err, pattern)
     assert out == "" and not (tmp_path / "b").exists()
+
+
+def test_train_refuses_to_overwrite_a_run_unless_told(npy, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    small = ["train", "--dataset", npy, "--hidden", 8, "--latent-dim", 2, "--epochs", 1,
+             "--batch-size", 100, "--out", out_dir, "--no-progress"]
+    assert run(capsys, *small)[0] == 0
+    ckpt = out_dir / "checkpoint.npz"
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    code, out, err = run(capsys, *small)
+    _one_line_error(code, err, f"--out {out_dir} already holds a run ({ckpt}); pass "
+                               f"--resume {ckpt} to continue it, --overwrite to replace it")
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before   # nothing lost
+    other = tmp_path / "other.npz"
+    other.write_bytes(ckpt.read_bytes())
+    code, _, err = run(capsys, *small[:-1], "--epochs", 2, "--resume", other, "--no-progress")
+    _one_line_error(code, err, "already holds a run")              # resuming another run
+    assert run(capsys, *small, "--overwrite")[0] == 0

@@ -112,6 +112,17 @@ def _check_out_folder(text: str) -> Path:
     return out
 
 
+def _check_not_overwriting(args, out: Path) -> None:
+    """Refuse to train over a run in --out, unless it is the one resumed or --overwrite."""
+    ckpt = out / "checkpoint.npz"
+    if not ckpt.exists() or args.overwrite:
+        return
+    if args.resume is not None and Path(args.resume).resolve() == ckpt.resolve():
+        return
+    raise InputError(f"--out {args.out} already holds a run ({ckpt}); pass --resume {ckpt} "
+                     "to continue it, --overwrite to replace it, or another --out")
+
+
 def _check_train_args(args):
     """Every check that needs no data; returns (protocol, static seed, objective)."""
     from . import data
@@ -272,6 +283,7 @@ def cmd_train(args) -> int:
 
     protocol, bseed, objective, settings = _check_train_args(args)
     out = _check_out_folder(args.out)
+    _check_not_overwriting(args, out)
     _check_resume(args, protocol, bseed, objective)
     x_train, x_test, image_shape, data_info, words = _train_data(args, protocol, bseed)
     config = ModelConfig(input_dim=x_train.shape[1], **settings)
@@ -582,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue from this checkpoint up to --epochs (same data protocol, "
                    "objective, --kl-warmup and --free-bits)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (without it, train refuses)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
