@@ -108,3 +108,10 @@ def test_a_rounded_whole_number_counts_its_digits_without_the_zeros():
                         hint_rtol=3e-3)
     assert check.judge(5700000)[0] and check.judge(5730000)[0] and check.judge(5734400)[0]
     assert not check.judge(5800000)[0] and "narrow heads" in check.judge(5685248)[1]
+
+
+def test_a_right_rounding_is_asked_for_digits_before_any_hint():
+    # 5,685,248 (a likely mistake) and 5,734,400 (the answer) both round to 5.7e6
+    check = NumberCheck(5734400, digits=3, hints=[(5685248, "narrow heads")], hint_rtol=3e-3)
+    assert "more digits" in check.judge(5.7e6)[1]
+    assert "narrow heads" in check.judge(5.69e6)[1] and check.judge(5.73e6)[0]

@@ -118,6 +118,12 @@ class NumberCheck:
                     value, _round_significant(want, self.digits), rel_tol=1e-12,
                     abs_tol=1e-15):
                 return True, right
+        # A right rounding with too few digits is not a mistake, even where a likely
+        # mistake rounds to the same digits: ask for more digits before any hint.
+        if self.digits is not None and shown < self.digits and \
+                abs(value - want) <= half * (1 + 1e-9):
+            return False, (f"Close: right method, but give more digits (at least "
+                           f"{self.digits} significant).")
         # the nearest of the likely mistakes within reach, so two close ones are not confused
         near = [(abs(value - wrong), message) for wrong, message in self.hints
                 if abs(value - wrong) <= self.hint_rtol * abs(wrong) or value == wrong]

@@ -438,6 +438,10 @@
       if (shown < digits && isClose(value, roundSignificant(want, digits), 1e-12, 1e-15))
         return right;
     }
+    // a right rounding with too few digits is not a mistake: more digits before any hint
+    if (digits !== null && shown < digits && Math.abs(value - want) <= half * (1 + 1e-9))
+      return {right: false, message: "Close: right method, but give more digits (at least " +
+                                     digits + " significant)."};
     let best = null;
     for (const [wrong, message] of check.hints) {
       const d = Math.abs(value - wrong);
