@@ -115,3 +115,9 @@ def test_a_right_rounding_is_asked_for_digits_before_any_hint():
     check = NumberCheck(5734400, digits=3, hints=[(5685248, "narrow heads")], hint_rtol=3e-3)
     assert "more digits" in check.judge(5.7e6)[1]
     assert "narrow heads" in check.judge(5.69e6)[1] and check.judge(5.73e6)[0]
+
+
+def test_an_answer_that_is_exactly_a_likely_mistake_gets_its_hint():
+    check = NumberCheck(2.6689, digits=3, hints=[(3.0, "ratio of the widths")])
+    assert "ratio of the widths" in check.judge(3)[1]       # not "give more digits"
+    assert "more digits" in check.judge(2.7)[1]

@@ -119,8 +119,11 @@ class NumberCheck:
                     abs_tol=1e-15):
                 return True, right
         # A right rounding with too few digits is not a mistake, even where a likely
-        # mistake rounds to the same digits: ask for more digits before any hint.
-        if self.digits is not None and shown < self.digits and \
+        # mistake rounds to the same digits: ask for more digits before any hint, unless
+        # the answer is exactly a likely mistake (3 for a ratio of widths, say).
+        exact_mistake = any(math.isclose(value, wrong, rel_tol=1e-9, abs_tol=1e-12)
+                            for wrong, _ in self.hints)
+        if self.digits is not None and shown < self.digits and not exact_mistake and \
                 abs(value - want) <= half * (1 + 1e-9):
             return False, (f"Close: right method, but give more digits (at least "
                            f"{self.digits} significant).")

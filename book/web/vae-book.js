@@ -439,7 +439,9 @@
         return right;
     }
     // a right rounding with too few digits is not a mistake: more digits before any hint
-    if (digits !== null && shown < digits && Math.abs(value - want) <= half * (1 + 1e-9))
+    const exactMistake = check.hints.some(function (h) { return isClose(value, h[0], 1e-9, 1e-12); });
+    if (digits !== null && shown < digits && !exactMistake &&
+        Math.abs(value - want) <= half * (1 + 1e-9))
       return {right: false, message: "Close: right method, but give more digits (at least " +
                                      digits + " significant)."};
     let best = null;
