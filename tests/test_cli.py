@@ -549,3 +549,22 @@ def test_train_refuses_to_overwrite_a_run_unless_told(npy, tmp_path, capsys):
     code, _, err = run(capsys, *small[:-1], "--epochs", 2, "--resume", other, "--no-progress")
     _one_line_error(code, err, "already holds a run")              # resuming another run
     assert run(capsys, *small, "--overwrite")[0] == 0
+
+
+def test_the_loss_figure_names_what_training_minimised(npy, tmp_path, capsys, monkeypatch):
+    from vae_numpy import plots
+
+    seen = {}
+    real = plots.plot_history
+
+    def spy(history, **kwargs):
+        seen.update(kwargs)
+        return real(history, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_history", spy)
+    common = ["train", "--dataset", npy, "--hidden", 8, "--latent-dim", 2, "--epochs", 2,
+              "--batch-size", 100, "--no-progress"]
+    assert run(capsys, *common, "--out", tmp_path / "a")[0] == 0
+    assert seen["objective"] is None                      # plain ELBO: "loss (-ELBO)"
+    assert run(capsys, *common, "--kl-warmup", 2, "--out", tmp_path / "b")[0] == 0
+    assert "warm-up" in seen["objective"]

@@ -318,7 +318,8 @@ def cmd_train(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = plot_history(history)
+    words = objective.describe(model)
+    axes = plot_history(history, objective=None if words == "negative ELBO" else words)
     save_figure(axes[0].figure, out / "loss.png")
     plt.close("all")
     xt = x_test[:32]

@@ -51,15 +51,27 @@ def image_grid(images, *, image_shape=(28, 28), ncols: int = 8, ax=None, title: 
     return ax
 
 
-def plot_history(history, *, axes=None):
-    """Loss curves: the total (negative ELBO) and its two terms, per epoch, train and test."""
+def plot_history(history, *, axes=None, objective: str | None = None):
+    """Loss curves: the total and its two terms, per epoch, train and test.
+
+    The test curve is the negative ELBO (with the model's beta). The train curve of the
+    total is what training minimised: name it with ``objective`` (for example
+    ``objective.describe(model)``) when that is not the negative ELBO. By default it is
+    labelled the negative ELBO, or "KL-weighted objective" when the history's beta was
+    not 1 in every epoch (a warm-up).
+    """
     plt = _plt()
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
     epochs = history["epoch"]
+    betas = np.asarray(history["beta"], dtype=float)
+    if objective is None and np.isfinite(betas).any() and np.any(betas[np.isfinite(betas)] != 1):
+        objective = "KL-weighted objective"
+    total = "loss (-ELBO)" if objective is None else "loss (test: -ELBO)"
     for ax, key, label in zip(axes, ("loss", "rec", "kl"),
-                              ("loss (-ELBO)", "reconstruction -log p(x|z)", "KL(q(z|x) || p(z))")):
-        ax.plot(epochs, history[f"train_{key}"], "o-", color="0.2", label="train")
+                              (total, "reconstruction -log p(x|z)", "KL(q(z|x) || p(z))")):
+        train_label = f"train: {objective}" if key == "loss" and objective else "train"
+        ax.plot(epochs, history[f"train_{key}"], "o-", color="0.2", label=train_label)
         test = np.asarray(history[f"test_{key}"], dtype=float)
         if np.isfinite(test).any():
             ax.plot(epochs, test, "s--", color="0.55", label="test")
