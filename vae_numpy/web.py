@@ -104,15 +104,9 @@ def decoder_asset(model) -> dict:
 
 def decoded_images(model, z) -> np.ndarray:
     """What the page draws for the codes ``z``: the decoder's mean image, float64 (N, D)."""
-    out = np.asarray(model.backend.asnumpy(model.decode(model.backend.asarray(
-        np.asarray(z, dtype=model.dtype)))), dtype=np.float64)
-    if model.config.likelihood == "bernoulli":
-        out = 1.0 / (1.0 + np.exp(-out))
-    elif model.config.likelihood == "continuous_bernoulli":
-        from .losses import continuous_bernoulli_mean
-
-        out = continuous_bernoulli_mean(out)
-    return out
+    z = model.backend.asarray(np.asarray(z, dtype=model.dtype))
+    return np.asarray(model.backend.asnumpy(model.mean_image(model.decode(z))),
+                      dtype=np.float64)
 
 
 def decode_asset(asset: dict, z) -> np.ndarray:
