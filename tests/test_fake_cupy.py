@@ -259,3 +259,16 @@ def test_the_command_line_on_the_device_prints_what_the_reference_prints(fake_cu
         printed[backend] = lines
         assert (run / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert printed["cupy"] == printed["numpy-ref"]
+
+
+def test_load_params_takes_device_arrays_onto_either_backend(fake_cupy):
+    """load_params copies another model's parameters in, wherever either one lives."""
+    gpu = VAE(rng=0, backend="cupy", **SMALL)
+    ref = VAE(rng=1, backend="numpy-ref", **SMALL)
+    other_gpu = VAE(rng=2, backend="cupy", **SMALL)
+    ref.load_params(gpu.params)                      # device -> host
+    assert_same_params(gpu, ref)
+    gpu.load_params(other_gpu.params)                # device -> device
+    np.testing.assert_array_equal(host(gpu, gpu.flat), host(other_gpu, other_gpu.flat))
+    gpu.load_params({k: np.asarray(v) + 1 for k, v in ref.params.items()})   # host -> device
+    np.testing.assert_array_equal(host(gpu, gpu.flat), ref.flat + 1)
