@@ -272,3 +272,24 @@ def test_load_params_takes_device_arrays_onto_either_backend(fake_cupy):
     np.testing.assert_array_equal(host(gpu, gpu.flat), host(other_gpu, other_gpu.flat))
     gpu.load_params({k: np.asarray(v) + 1 for k, v in ref.params.items()})   # host -> device
     np.testing.assert_array_equal(host(gpu, gpu.flat), ref.flat + 1)
+
+
+def test_figures_and_page_assets_of_a_device_model_equal_the_reference(fake_cupy):
+    """What takes a model (not host arrays) in plots and web moves its images to the host."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vae_numpy import plots, web
+
+    models = [VAE(rng=0, backend=b, hidden_dims=(16,), latent_dim=2) for b in ("numpy-ref",
+                                                                                "cupy")]
+    z = np.array([[0.5, -1.0], [2.0, 0.0]])
+    a, b = (web.decoded_images(m, z) for m in models)
+    np.testing.assert_array_equal(a, b)
+    assert web.decoder_asset(models[0]) == web.decoder_asset(models[1])
+    for m in models:
+        plots.plot_manifold(m, n=4)
+        plots.plot_latent_explorer(m, 0.5, -0.5)
+    plt.close("all")
