@@ -293,3 +293,13 @@ def test_figures_and_page_assets_of_a_device_model_equal_the_reference(fake_cupy
         plots.plot_manifold(m, n=4)
         plots.plot_latent_explorer(m, 0.5, -0.5)
     plt.close("all")
+
+
+def test_continuous_bernoulli_draws_equal_the_reference(fake_cupy):
+    from vae_numpy.losses import continuous_bernoulli_sample
+
+    logits = np.linspace(-30, 30, 60, dtype=np.float32).reshape(3, 20)
+    a = continuous_bernoulli_sample(logits, np.random.default_rng(4))
+    b = continuous_bernoulli_sample(fake_cupy.asarray(logits), np.random.default_rng(4))
+    assert isinstance(b, fake_cupy.ndarray)
+    np.testing.assert_array_equal(fake_cupy.asnumpy(b), a)
