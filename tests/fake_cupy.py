@@ -444,7 +444,8 @@ class _Device:
 
 
 cuda = types.SimpleNamespace(
-    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0),
+    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
+                                  runtimeGetVersion=lambda: 0),
     Device=_Device,
     is_available=lambda: True,
 )
