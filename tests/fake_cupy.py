@@ -256,30 +256,7 @@ class ndarray:
     def dot(self, b, out=None):
         return FUNCTIONS["matmul"](self, b, out=out)
 
-    def _reduce(name):  # noqa: N805 - builds the methods below
-        def method(self, *args, **kwargs):
-            return _wrap(getattr(self._a, name)(*(_dev(a) for a in args),
-                                                **{k: _dev(v) if k == "out" else v
-                                                   for k, v in kwargs.items()}))
-        method.__name__ = name
-        return method
-
-    sum = _reduce("sum")
-    mean = _reduce("mean")
-    var = _reduce("var")
-    std = _reduce("std")
-    max = _reduce("max")
-    min = _reduce("min")
-    prod = _reduce("prod")
-    all = _reduce("all")
-    any = _reduce("any")
-    argmax = _reduce("argmax")
-    argmin = _reduce("argmin")
-    cumsum = _reduce("cumsum")
-    clip = _reduce("clip")
-    del _reduce
-
-    __hash__ = None  # operators: added below the class
+    __hash__ = None  # reductions and operators: added below the class
 
     def __neg__(self):
         return ndarray._of(-self._a)
@@ -294,45 +271,38 @@ class ndarray:
         return ndarray._of(~self._a)
 
 
-def _binary(name):
-    op = getattr(numpy.ndarray, name)
-
-    def method(self, other):
-        return _wrap(op(self._a, _dev(other)))
+def _reduction(name):
+    def method(self, *args, **kwargs):
+        return _wrap(getattr(self._a, name)(*(_dev(a) for a in args),
+                                            **{k: _dev(v) if k == "out" else v
+                                               for k, v in kwargs.items()}))
     method.__name__ = name
     return method
 
 
-def _inplace(name):
+def _operator(name, *, inplace=False, comparison=False):
     op = getattr(numpy.ndarray, name)
 
     def method(self, other):
-        op(self._a, _dev(other))
-        return self
+        if comparison and isinstance(other, numpy.ndarray) and other.ndim == 0:
+            other = other.item()   # CuPy takes a 0-d host array in a comparison as a scalar
+        out = op(self._a, _dev(other))
+        return self if inplace else _wrap(out)
     method.__name__ = name
     return method
 
 
-def _comparison(name):
-    op = getattr(numpy.ndarray, name)
-
-    def method(self, other):
-        # CuPy takes a 0-d host array in a comparison as the scalar it holds
-        if isinstance(other, numpy.ndarray) and other.ndim == 0:
-            other = other.item()
-        return _wrap(op(self._a, _dev(other)))
-    method.__name__ = name
-    return method
-
-
+for _name in ("sum", "mean", "var", "std", "max", "min", "prod", "all", "any", "argmax",
+              "argmin", "cumsum", "clip"):
+    setattr(ndarray, _name, _reduction(_name))
 # Operators: each operand must be on the device, or a scalar.
 for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul",
               "and", "or", "xor", "lshift", "rshift"):
-    setattr(ndarray, f"__{_name}__", _binary(f"__{_name}__"))
-    setattr(ndarray, f"__r{_name}__", _binary(f"__r{_name}__"))
-    setattr(ndarray, f"__i{_name}__", _inplace(f"__i{_name}__"))
+    setattr(ndarray, f"__{_name}__", _operator(f"__{_name}__"))
+    setattr(ndarray, f"__r{_name}__", _operator(f"__r{_name}__"))
+    setattr(ndarray, f"__i{_name}__", _operator(f"__i{_name}__", inplace=True))
 for _name in ("lt", "le", "eq", "ne", "gt", "ge"):
-    setattr(ndarray, f"__{_name}__", _comparison(f"__{_name}__"))
+    setattr(ndarray, f"__{_name}__", _operator(f"__{_name}__", comparison=True))
 del _name
 ndarray.__module__ = "cupy"      # as type(cupy_array).__module__: vae_numpy.backend reads it
 ndarray.__qualname__ = "ndarray"

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from test_backends import SMALL, data  # the same small model and MNIST-like pixels
 
 from vae_numpy.backend import array_module, cupy_available, get_backend
 from vae_numpy.checkpoint import load_checkpoint, save_checkpoint
@@ -26,17 +27,7 @@ from vae_numpy.model import VAE, Autoencoder, ModelConfig, make_model
 from vae_numpy.objectives import IWAE, FreeBits
 from vae_numpy.train import fit, make_optimizer
 
-SMALL = {"hidden_dims": (48,), "latent_dim": 6}
 F32 = {"rtol": 2e-6, "atol": 1e-7}        # float32 tolerance (the paths agree to the bit here)
-
-
-def data(n=640, d=784, seed=0):
-    """MNIST-like pixels: mostly zeros, some ones, grey in between."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, d)).astype(np.float32)
-    x[rng.random((n, d)) < 0.75] = 0
-    x[rng.random((n, d)) < 0.05] = 1
-    return x
 
 
 def host(model, a):
