@@ -7,6 +7,11 @@
                                  `book/07_kl_divergence.ipynb`
     python3 dev.py screenshots   screenshot every page of the built book and check that
                                  math is typeset and nothing is fetched from the network
+    python3 dev.py gpu           on a machine with an NVIDIA GPU: install cupy-cuda12x (and
+                                 PyTorch with CUDA if it installs in time), run the real-CuPy
+                                 tests, time epochs on the CuPy path against PyTorch CUDA and
+                                 write book/bench/gpu.json and .md (tools/gpu_check.py; within
+                                 8 minutes). Without a GPU it says so and exits with status 2
 
 Each command first makes sure `.venv` exists and holds requirements.txt and the
 package (`pip install -e .`), then runs the tools from `.venv/bin`. It needs nothing
@@ -215,7 +220,76 @@ def cmd_screenshots(args: list) -> int:
     return run([PYTHON, ROOT / "tools" / "screenshot_book.py", *args], env=child_env())
 
 
-COMMANDS = {"book": cmd_book, "test": cmd_test, "screenshots": cmd_screenshots}
+# --- the GPU check ------------------------------------------------------------------
+
+GPU_BUDGET_S = 480      # the whole of `dev.py gpu`, installs included: 8 minutes
+WHEELS = ROOT / ".whl"  # wheels brought along for a machine without the network (ignored)
+
+
+def nvidia_gpu() -> str | None:
+    """The first line of `nvidia-smi -L` ("GPU 0: ..."), or None without a usable GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        p = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    gpus = [line for line in p.stdout.splitlines() if line.startswith("GPU ")]
+    return gpus[0] if p.returncode == 0 and gpus else None
+
+
+def venv_imports(code: str, timeout: float = 120) -> bool:
+    try:
+        return subprocess.run([str(PYTHON), "-c", code], cwd=ROOT, capture_output=True,
+                              timeout=timeout).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def pip_install(packages: list, timeout: float) -> str:
+    """Install into .venv (from .whl/ too when it exists); "" on success, else why not."""
+    cmd = [PYTHON, "-m", "pip", "install", "-q", *packages]
+    if WHEELS.is_dir():
+        cmd[4:4] = ["--find-links", WHEELS]
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    try:
+        code = subprocess.run([str(c) for c in cmd], cwd=ROOT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return f"pip install {' '.join(packages)} took over {timeout:.0f} s"
+    return "" if code == 0 else f"pip install {' '.join(packages)} failed (exit {code})"
+
+
+def cmd_gpu(args: list) -> int:
+    import time
+
+    deadline = time.time() + GPU_BUDGET_S
+    gpu = nvidia_gpu()
+    if gpu is None:
+        print("dev.py gpu: no NVIDIA GPU here (nvidia-smi is missing or lists none), so there "
+              "is nothing to measure; without one, tests/test_fake_cupy.py checks the CuPy "
+              "backend against a simulation of CuPy's semantics")
+        return 2
+    print(f"dev.py gpu: {gpu}", flush=True)
+    ensure_venv()
+    notes = []
+    if not venv_imports("import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0"):
+        # [ctk]: the CUDA libraries CuPy needs (NVRTC, cuBLAS, ...) as wheels, so no CUDA
+        # toolkit has to be installed on the machine
+        why = pip_install(["cupy-cuda12x[ctk]"], timeout=max(60, deadline - time.time() - 330))
+        if why or not venv_imports("import cupy; cupy.ones(2).sum().item()"):
+            print(f"dev.py gpu: CuPy does not run here: {why or 'it imports but computes nothing'}")
+            return 1
+    if not venv_imports("import torch; assert torch.cuda.is_available()"):
+        room = deadline - time.time() - 300       # leave the tests and timings 5 minutes
+        why = pip_install(["torch"], timeout=room) if room > 30 else "no time left to install it"
+        if why or not venv_imports("import torch; assert torch.cuda.is_available()"):
+            notes.append(f"PyTorch CUDA skipped: {why or 'torch installed but sees no GPU'}")
+    return run([PYTHON, ROOT / "tools" / "gpu_check.py", "--deadline", f"{deadline:.0f}",
+                *[a for n in notes for a in ("--note", n)], *args], env=child_env())
+
+
+COMMANDS = {"book": cmd_book, "test": cmd_test, "screenshots": cmd_screenshots, "gpu": cmd_gpu}
 
 
 def main(argv: list) -> int:

@@ -264,7 +264,8 @@ class _MLPModel:
             )
             raise CheckpointError(f"parameters do not match this model's architecture: {detail}")
         for k, v in params.items():
-            self.params[k][...] = self.backend.asarray(np.asarray(v), dtype=self.dtype)
+            # to the host explicitly (a device array refuses np.asarray), then onto ours
+            self.params[k][...] = self.backend.asarray(self.backend.asnumpy(v), dtype=self.dtype)
 
     def astype(self, dtype) -> _MLPModel:
         """A copy of this model with parameters in ``dtype`` (float64 for gradient checks)."""
