@@ -7,15 +7,17 @@
                                  `book/07_kl_divergence.ipynb`
     python3 dev.py screenshots   screenshot every page of the built book and check that
                                  math is typeset and nothing is fetched from the network
-    python3 dev.py gpu           on a machine with an NVIDIA GPU: install cupy-cuda12x (and
+    python3 dev.py gpu           on a machine with an NVIDIA GPU: use this Python if it has
+                                 CuPy already, else install cupy-cuda12x into .venv (and
                                  PyTorch with CUDA if it installs in time), run the real-CuPy
                                  tests, time epochs on the CuPy path against PyTorch CUDA and
                                  write book/bench/gpu.json and .md (tools/gpu_check.py; within
                                  8 minutes). Without a GPU it says so and exits with status 2
 
 Each command first makes sure `.venv` exists and holds requirements.txt and the
-package (`pip install -e .`), then runs the tools from `.venv/bin`. It needs nothing
-installed beforehand but Python, so it is the one way in from a fresh clone.
+package (`pip install -e .`), then runs the tools from `.venv/bin` (all but `gpu` run by
+a Python that has CuPy). It needs nothing installed beforehand but Python, so it is the
+one way in from a fresh clone.
 """
 
 from __future__ import annotations
@@ -239,9 +241,9 @@ def nvidia_gpu() -> str | None:
     return gpus[0] if p.returncode == 0 and gpus else None
 
 
-def venv_imports(code: str, timeout: float = 120) -> bool:
+def venv_imports(code: str, timeout: float = 120, python=PYTHON) -> bool:
     try:
-        return subprocess.run([str(PYTHON), "-c", code], cwd=ROOT, capture_output=True,
+        return subprocess.run([str(python), "-c", code], cwd=ROOT, capture_output=True,
                               timeout=timeout).returncode == 0
     except subprocess.TimeoutExpired:
         return False
@@ -271,19 +273,31 @@ def cmd_gpu(args: list) -> int:
               "backend against a simulation of CuPy's semantics")
         return 2
     print(f"dev.py gpu: {gpu}", flush=True)
+    cupy_runs = "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0"
+    torch_runs = "import torch; assert torch.cuda.is_available()"
+    if venv_imports(cupy_runs, python=sys.executable):
+        # A lent GPU machine has no network, but its own Python may hold CuPy, PyTorch
+        # and the library's needs already: run there as it is, with no .venv to build.
+        notes = [] if venv_imports(torch_runs, python=sys.executable) else [
+            "PyTorch CUDA skipped: this Python's torch is missing or sees no GPU"]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        return run([sys.executable, ROOT / "tools" / "gpu_check.py", "--deadline",
+                    f"{deadline:.0f}", *[a for n in notes for a in ("--note", n)], *args],
+                   env=env)
     ensure_venv()
     notes = []
-    if not venv_imports("import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0"):
+    if not venv_imports(cupy_runs):
         # [ctk]: the CUDA libraries CuPy needs (NVRTC, cuBLAS, ...) as wheels, so no CUDA
         # toolkit has to be installed on the machine
         why = pip_install(["cupy-cuda12x[ctk]"], timeout=max(60, deadline - time.time() - 330))
         if why or not venv_imports("import cupy; cupy.ones(2).sum().item()"):
             print(f"dev.py gpu: CuPy does not run here: {why or 'it imports but computes nothing'}")
             return 1
-    if not venv_imports("import torch; assert torch.cuda.is_available()"):
+    if not venv_imports(torch_runs):
         room = deadline - time.time() - 300       # leave the tests and timings 5 minutes
         why = pip_install(["torch"], timeout=room) if room > 30 else "no time left to install it"
-        if why or not venv_imports("import torch; assert torch.cuda.is_available()"):
+        if why or not venv_imports(torch_runs):
             notes.append(f"PyTorch CUDA skipped: {why or 'torch installed but sees no GPU'}")
     return run([PYTHON, ROOT / "tools" / "gpu_check.py", "--deadline", f"{deadline:.0f}",
                 *[a for n in notes for a in ("--note", n)], *args], env=child_env())

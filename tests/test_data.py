@@ -204,6 +204,23 @@ def test_fetch_from_env_folder_with_explicit_checksum(tmp_path, monkeypatch):
     assert data.fetch_mnist_file("tiny.gz", sha256=sha256(path)) == path
 
 
+def test_reading_a_data_folder_needs_no_pooch(tmp_path):
+    """pooch only downloads: a machine without it (a lent, offline GPU machine) reads
+    $VAE_NUMPY_DATA all the same."""
+    import subprocess
+    import sys
+
+    path = write_gz(tmp_path / "root" / "mnist" / "tiny.gz", idx_bytes(np.ones(3, np.uint8)))
+    code = ("import sys; sys.modules['pooch'] = None\n"
+            "from vae_numpy import data\n"
+            f"print(data.fetch_mnist_file('tiny.gz', sha256={sha256(path)!r}))")
+    env = {**os.environ, "VAE_NUMPY_DATA": str(tmp_path / "root")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(path)
+
+
 def test_env_checksum_mismatch_names_path_and_fix(fake_mnist, monkeypatch):
     root, _ = fake_mnist
     path = root / "mnist" / IMAGES

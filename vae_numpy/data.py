@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pooch
 
 from .errors import DataError, InputError
 
@@ -101,7 +100,17 @@ _IDX_CACHE: dict[tuple[str, str], np.ndarray] = {}
 
 
 def _user_cache_dir() -> Path:
-    """The per-user cache folder of this library (tests replace this function)."""
+    """The per-user cache folder of this library (tests replace this function).
+
+    pooch is imported only where it is needed, so that reading MNIST from a folder works
+    on a machine without it (a lent GPU machine has no network to install it from); there
+    the folder is the same as pooch's on Linux, ``$XDG_CACHE_HOME/vae_numpy``.
+    """
+    try:
+        import pooch
+    except ImportError:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "vae_numpy"
     return Path(pooch.os_cache("vae_numpy"))
 
 
@@ -146,6 +155,8 @@ def _offline_from_env() -> bool:
 
 def _make_downloader():
     """The pooch downloader used for MNIST (tests replace this to simulate failures)."""
+    import pooch
+
     return pooch.HTTPDownloader(progressbar=False, timeout=60)
 
 
@@ -158,6 +169,8 @@ def _download(url: str, sha256: str, dest: Path) -> Path:
     ``pooch.utils.temporary_file``), so no partial file is ever left at ``dest``.
     Tests replace this function so they never touch the network.
     """
+    import pooch
+
     path = pooch.retrieve(
         url,
         known_hash=f"sha256:{sha256}",
