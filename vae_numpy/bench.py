@@ -15,13 +15,36 @@ seconds per epoch:
 ``gemm``
     the GEMMs alone, at the model's shapes and batch sizes, with nothing around
     them: the floor no implementation that uses these BLAS calls can go below;
+``jax``
+    the same model in JAX: the whole training step (forward, loss, backward by
+    ``jax.grad``, Adam written inline) as one ``jax.jit``-compiled function, in
+    float32, from the same initial weights, on the same batches with the same
+    noise as ``numba`` (only when ``jax`` imports; like PyTorch it is never a
+    dependency of this package);
 ``torch``
     PyTorch's CPU build with the same architecture, initialization scheme,
     loss, Adam settings, batch and thread count (only when ``torch`` imports;
-    it is never a dependency of this package), with PyTorch's default Adam;
+    it is never a dependency of this package), in its default configuration;
 ``torch-fused``
     the same with ``torch.optim.Adam(fused=True)``, PyTorch's fastest Adam on the
-    CPU (not its default), so the comparison does not rest on a slow optimizer.
+    CPU (not its default), so the comparison does not rest on a slow optimizer;
+``torch-fused-flush``
+    fused Adam and ``torch.set_flush_denormal(True)``: PyTorch's best CPU
+    configuration. Adam's first moment of a weight whose gradient stays 0 decays
+    into subnormal floats, and in float32 ``0.9 * m`` stops shrinking there, so
+    without the flush PyTorch's later epochs compute on more and more of them
+    (the per-epoch times and the per-epoch count of subnormal moments show it).
+
+Each PyTorch row trains in a process of its own (:class:`_TorchWorker`), driven
+epoch by epoch from here, so the interleaving is the same as for the other
+paths. That is how the flush stays out of every other row: it is a setting of
+each thread's floating-point unit (MXCSR), which ``set_flush_denormal`` sets for
+the calling thread only, and which threads inherit when they are created. The
+flush row's process sets it first thing, before PyTorch starts its threads, so
+all of them flush (as in a program that sets it at the start); the default
+rows' processes never set it, and this process never does. Each row reports the
+share of a parallel PyTorch operation that flushed (``flushed_share``), measured
+in its own process.
 
 It also times every GEMM shape of the model in BLAS and in the numba matmuls of
 :mod:`vae_numpy.kernels`, measures compilation (cold and from the cache) and
@@ -45,7 +68,11 @@ from pathlib import Path
 
 import numpy as np
 
-PATHS = ("numba", "reference", "gemm", "torch", "torch-fused")
+PATHS = ("numba", "reference", "gemm", "jax", "torch", "torch-fused", "torch-fused-flush")
+# The PyTorch rows: fused Adam, and flush denormals (torch.set_flush_denormal(True)).
+TORCH_ROWS = {"torch": {"fused": False, "flush": False},
+              "torch-fused": {"fused": True, "flush": False},
+              "torch-fused-flush": {"fused": True, "flush": True}}
 # Variants of the fused path that the library measured and left out (vae_numpy.fused's
 # docstring): run on request, ``bench --paths numba,numba-compact,numba-threads``.
 VARIANTS = {
@@ -133,6 +160,12 @@ def machine_info() -> dict:
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+    except ImportError:
+        info["jax"] = None
     return info
 
 
@@ -202,6 +235,7 @@ def _batch_sizes(n: int, batch_size: int) -> list[int]:
 class _Path:
     name: str
     epochs: list = field(default_factory=list)        # seconds per epoch
+    subnormals: list = field(default_factory=list)    # Adam's moments after each epoch
     phases: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     note: str = ""
 
@@ -301,6 +335,11 @@ class _NumpyPath:
                     os.environ.pop("VAE_NUMPY_THREADS", None)
                 else:
                     os.environ["VAE_NUMPY_THREADS"] = saved_threads
+
+    def adam_subnormals(self) -> dict:
+        """Subnormal counts in Adam's moments ``m`` and ``v`` (see :func:`subnormal_count`)."""
+        return _moment_counts((s["m"], s["v"]) for s in self.optimizer.state.values()
+                              if "m" in s)
 
 
 class _GemmPath:
@@ -438,12 +477,338 @@ class _TorchPath:
         return total / xt.shape[0]
 
 
+def _torch_flushed_share(torch) -> float:
+    """The share of a parallel PyTorch multiply (on all its threads) that flushed subnormals."""
+    y = torch.full((1 << 20,), TINY32 / 4) * torch.tensor(1.0)
+    return float((y == 0).double().mean())
+
+
+def _torch_worker(spec: dict) -> None:
+    """The PyTorch row's own process: build the row, then train an epoch per ``epoch`` line.
+
+    Started by :class:`_TorchWorker`, which has already set the flush (first thing,
+    before PyTorch starts a thread) when ``spec["flush"]``. Replies are JSON lines
+    after ``@@ ``.
+    """
+    import torch
+
+    from .model import ModelConfig
+
+    def reply(obj):
+        sys.stdout.write("@@ " + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    config = ModelConfig.from_json(spec["config"])
+    x = np.load(spec["x"])
+    bs, seed, threads = spec["batch_size"], spec["seed"], spec["threads"]
+    path = _TorchPath(config, x, bs, seed, threads, fused_adam=spec["fused"])
+    _TorchPath(config, x[:4 * bs], bs, seed + 1, threads, fused_adam=spec["fused"]).epoch(
+        dict.fromkeys(PHASES, 0.0))  # warm-up on a throwaway copy
+    reply({"ready": True, "torch": torch.__version__,
+           "flushed_share": _torch_flushed_share(torch)})
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "epoch":
+            phases = dict.fromkeys(PHASES, 0.0)
+            seconds = path.epoch(phases)
+            state = path.optimizer.state
+            counts = _moment_counts((state[q]["exp_avg"].numpy(), state[q]["exp_avg_sq"].numpy())
+                                    for q in path.params if q in state)
+            reply({"seconds": seconds, "phases": phases, "subnormals": counts,
+                   "flushed_share": _torch_flushed_share(torch)})
+        elif cmd == "test":
+            reply({"test_loss": path.test_loss(np.load(spec["x_test"]))})
+        else:
+            return
+
+
+_TORCH_WORKER_SCRIPT = r"""
+import json, sys
+spec = json.loads(sys.stdin.readline())
+import torch
+if spec["flush"]:
+    torch.set_flush_denormal(True)   # before PyTorch's threads exist: they inherit it
+from vae_numpy.bench import _torch_worker
+_torch_worker(spec)
+"""
+
+
+class _TorchWorker:
+    """A PyTorch row (:class:`_TorchPath`) in a process of its own, run one epoch at a time.
+
+    ``fused`` picks ``Adam(fused=True)``, ``flush`` sets ``torch.set_flush_denormal(True)``
+    in that process before PyTorch starts its threads. The epoch is timed inside the
+    process, so the pipe costs nothing of it. ``data_dir`` holds ``x.npy`` (and
+    ``x_test.npy``), written once for every worker.
+    """
+
+    def __init__(self, name: str, config, data_dir: Path, batch_size: int, seed: int,
+                 threads: int, fused: bool, flush: bool):
+        self.name = name
+        spec = {"config": config.to_json(), "x": str(data_dir / "x.npy"),
+                "x_test": str(data_dir / "x_test.npy"), "batch_size": batch_size,
+                "seed": seed, "threads": threads, "fused": fused, "flush": flush}
+        env = {**os.environ}
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self._err = open(data_dir / f"{name}.stderr", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", _TORCH_WORKER_SCRIPT],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._err, text=True, env=env)
+        self.subnormals = []
+        self.flushed_share = None
+        self._send(json.dumps(spec))  # it starts now; ready() waits for it
+
+    def ready(self) -> None:
+        """Wait until the worker has built its row and warmed up."""
+        if self.flushed_share is None:
+            self.flushed_share = self._reply()["flushed_share"]
+
+    def _send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def _ask(self, line: str) -> dict:
+        self.ready()
+        self._send(line)
+        return self._reply()
+
+    def _reply(self) -> dict:
+        for out in self.proc.stdout:
+            if out.startswith("@@ "):
+                return json.loads(out[3:])
+        self._err.seek(0)
+        raise RuntimeError(f"the {self.name} worker died: {self._err.read().strip()[-2000:]}")
+
+    def epoch(self, phases: dict) -> float:
+        r = self._ask("epoch")
+        for k, v in r["phases"].items():
+            phases[k] += v
+        self.subnormals.append(r["subnormals"])
+        self.flushed_share = r["flushed_share"]
+        return r["seconds"]
+
+    def adam_subnormals(self) -> dict:
+        return self.subnormals[-1]
+
+    def test_loss(self) -> float:
+        return self._ask("test")["test_loss"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.communicate("quit\n", timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+
+
 def _torch_available() -> tuple[bool, str]:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return False, "PyTorch is not installed (pip install torch): its column is skipped"
+        return False, "PyTorch is not installed (pip install torch): its rows are skipped"
     return True, ""
+
+
+def _jax_available() -> tuple[bool, str]:
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return False, "JAX is not installed (pip install jax): its row is skipped"
+    return True, ""
+
+
+# -- subnormal numbers ------------------------------------------------------------------
+TINY32 = float(np.finfo(np.float32).tiny)     # the smallest normal float32, 1.18e-38
+
+
+def subnormal_count(a) -> int:
+    """How many entries of ``a`` are subnormal: non-zero and smaller than :data:`TINY32`."""
+    a = np.abs(np.asarray(a, dtype=np.float32))
+    return int(np.count_nonzero((a > 0) & (a < TINY32)))
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes subnormal floats to zero (FTZ or DAZ set in its MXCSR).
+
+    NumPy's multiply runs on the calling thread, so a subnormal times 1 reads back
+    as 0 exactly when that thread flushes (``torch.set_flush_denormal(True)`` sets
+    both flags, for the calling thread only).
+    """
+    a = np.full(8, TINY32 / 4, np.float32)
+    return bool((a * np.float32(1.0))[0] == 0)
+
+
+def _moment_counts(pairs) -> dict:
+    """Subnormal counts of Adam's moments: ``pairs`` yields (m, v) arrays, one per tensor."""
+    m = v = size = 0
+    for mi, vi in pairs:
+        m += subnormal_count(mi)
+        v += subnormal_count(vi)
+        size += int(np.size(mi))
+    return {"m": m, "v": v, "size": size}
+
+
+# -- JAX: the whole step under jax.jit ------------------------------------------------
+def jax_params(model) -> dict:
+    """A NumPy VAE's parameters as the JAX step's pytree (``jax.numpy`` arrays).
+
+    The two heads are one matrix of width 2K (``[W_mu | W_log_var]``), as in the
+    fused step and in PyTorch; Adam is elementwise, so this changes no number.
+    """
+    import jax.numpy as jnp
+
+    p, n = model.params, len(model.config.hidden_dims)
+    return {
+        "enc": [(jnp.asarray(p[f"enc.W{i}"]), jnp.asarray(p[f"enc.b{i}"]))
+                for i in range(1, n + 1)],
+        "heads": (jnp.asarray(np.concatenate([p["enc.W_mu"], p["enc.W_log_var"]], axis=1)),
+                  jnp.asarray(np.concatenate([p["enc.b_mu"], p["enc.b_log_var"]]))),
+        "dec": [(jnp.asarray(p[f"dec.W{i}"]), jnp.asarray(p[f"dec.b{i}"]))
+                for i in range(1, n + 1)],
+        "out": (jnp.asarray(p["dec.W_out"]), jnp.asarray(p["dec.b_out"])),
+    }
+
+
+def numpy_params(tree, latent_dim: int) -> dict:
+    """The inverse of :func:`jax_params`: name -> NumPy array, as ``model.load_params`` takes."""
+    out = {}
+    for i, (W, b) in enumerate(tree["enc"], 1):
+        out[f"enc.W{i}"], out[f"enc.b{i}"] = np.asarray(W), np.asarray(b)
+    W, b = (np.asarray(a) for a in tree["heads"])
+    out.update({"enc.W_mu": W[:, :latent_dim], "enc.b_mu": b[:latent_dim],
+                "enc.W_log_var": W[:, latent_dim:], "enc.b_log_var": b[latent_dim:]})
+    for i, (W, b) in enumerate(tree["dec"], 1):
+        out[f"dec.W{i}"], out[f"dec.b{i}"] = np.asarray(W), np.asarray(b)
+    out["dec.W_out"], out["dec.b_out"] = (np.asarray(a) for a in tree["out"])
+    return out
+
+
+def jax_loss(params, x, eps, beta: float = 1.0):
+    """The VAE's loss in JAX: ``mean(rec + beta * kl)``, as :meth:`VAE.forward` computes it.
+
+    Bernoulli decoder from the logits (``softplus(l) - x l`` summed over pixels),
+    the closed-form KL with ``expm1``, ReLU hidden layers.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    h = x
+    for W, b in params["enc"]:
+        h = jax.nn.relu(h @ W + b)
+    W, b = params["heads"]
+    a = h @ W + b
+    K = eps.shape[1]
+    mu, log_var = a[:, :K], a[:, K:]
+    h = mu + jnp.exp(0.5 * log_var) * eps
+    for W, b in params["dec"]:
+        h = jax.nn.relu(h @ W + b)
+    W, b = params["out"]
+    logits = h @ W + b
+    rec = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=1)
+    kl = 0.5 * jnp.sum(mu * mu + jnp.expm1(log_var) - log_var, axis=1)
+    return jnp.mean(rec + beta * kl)
+
+
+def jax_train_step(beta: float = 1.0, lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
+                   eps: float = 1e-8):
+    """``step(params, m, v, t, x, noise) -> (params, m, v, loss)``, one ``jax.jit`` function.
+
+    Forward, loss, backward (``jax.value_and_grad``) and Adam with PyTorch's
+    defaults, written inline as :func:`vae_numpy.kernels.adam_update_reference`
+    computes it (no flush of small moments). ``params``, ``m`` and ``v`` are
+    donated: XLA may update them in place, so the caller must use the returned ones.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    value_and_grad = jax.value_and_grad(lambda p, x, e: jax_loss(p, x, e, beta))
+    tree_map = jax.tree_util.tree_map
+
+    def step(params, m, v, t, x, noise):
+        loss, g = value_and_grad(params, x, noise)
+        m = tree_map(lambda mi, gi: b1 * mi + (1.0 - b1) * gi, m, g)
+        v = tree_map(lambda vi, gi: b2 * vi + (1.0 - b2) * (gi * gi), v, g)
+        step_size = lr / (1.0 - b1 ** t)
+        scale = 1.0 / jnp.sqrt(1.0 - b2 ** t)
+        params = tree_map(lambda p, mi, vi: p - step_size * mi / (jnp.sqrt(vi) * scale + eps),
+                          params, m, v)
+        return params, m, v, loss
+
+    return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+class _JaxPath:
+    """The model in JAX, one compiled step per batch, on the batches and noise of ``numba``.
+
+    The initial weights are those of :func:`vae_numpy.model.make_model` from ``seed``
+    (the rule and the numbers of the NumPy paths), and the loop draws from ``rng`` as
+    :class:`_NumpyPath` does: the same permutation, the same noise. The step runs
+    asynchronously (JAX's dispatch: Python prepares the next batch while XLA computes),
+    so an epoch ends when its last step has finished, and its phases other than
+    ``data`` cannot be told apart: they are one compiled function.
+    """
+
+    note = "one jit-compiled function per step: forward, loss, backward and Adam together"
+
+    def __init__(self, config, x, batch_size: int, seed: int):
+        import jax
+        import jax.numpy as jnp
+
+        from .model import make_model
+
+        if config.kind != "vae" or config.likelihood != "bernoulli" or \
+                config.activation != "relu":
+            raise ValueError("the JAX path is the default VAE's: a Bernoulli VAE with ReLUs")
+        self.jax = jax
+        self.model = make_model(config, np.random.default_rng(seed), backend="numpy-ref")
+        self.params = jax_params(self.model)
+        self.m = jax.tree_util.tree_map(jnp.zeros_like, self.params)
+        self.v = jax.tree_util.tree_map(jnp.zeros_like, self.params)
+        self.t = 0
+        self.step = jax_train_step(config.beta)
+        self.x = x
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        # compile for every batch size of an epoch now, on copies (the step donates them)
+        D, K = config.input_dim, config.latent_dim
+        for b in sorted(set(_batch_sizes(x.shape[0], batch_size))):
+            state = jax.tree_util.tree_map(jnp.array, (self.params, self.m, self.v))
+            jax.block_until_ready(self.step(*state, np.float32(1), np.zeros((b, D), np.float32),
+                                            np.zeros((b, K), np.float32)))
+
+    def epoch(self, phases: dict) -> float:
+        from .data import minibatches
+
+        clock = time.perf_counter
+        model, x, rng, step = self.model, self.x, self.rng, self.step
+        losses = []
+        t_epoch = clock()
+        for idx in minibatches(x.shape[0], self.batch_size, rng):
+            t0 = clock()
+            xb = x[idx]
+            eps = model.noise(xb.shape[0], rng)
+            phases["data"] += clock() - t0
+            self.t += 1
+            self.params, self.m, self.v, loss = step(self.params, self.m, self.v,
+                                                     np.float32(self.t), xb, eps)
+            losses.append(loss)
+        self.jax.block_until_ready((self.params, self.m, self.v))
+        seconds = clock() - t_epoch
+        if not np.isfinite(np.asarray(losses)).all():
+            raise FloatingPointError("the benchmark's JAX training diverged")
+        return seconds
+
+    def trained_model(self):
+        """The NumPy model holding the JAX path's current parameters (to evaluate it)."""
+        self.model.load_params(numpy_params(self.params, self.model.config.latent_dim))
+        return self.model
+
+    def adam_subnormals(self) -> dict:
+        leaves = self.jax.tree_util.tree_leaves
+        return _moment_counts(zip(leaves(self.m), leaves(self.v)))
 
 
 def _warm_up(config, x, batch_size: int) -> None:
@@ -728,31 +1093,34 @@ def peak_memory(steps: int = 100) -> dict:
 
 # -- the whole run --------------------------------------------------------------------
 def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None = None,
-                  use_torch: bool = True, seed: int = 0, gemm_reps: int = 30,
-                  extras: bool = True, x=None, x_test=None, log=print, pause: float = 0.3,
-                  paths=PATHS) -> dict:
+                  use_torch: bool = True, use_jax: bool = True, seed: int = 0,
+                  gemm_reps: int = 30, extras: bool = True, x=None, x_test=None, log=print,
+                  pause: float = 0.3, paths=PATHS) -> dict:
     """Train along the paths, ``epochs`` interleaved epochs each; return the results.
 
     Parameters
     ----------
     paths : sequence of str
-        Which of :data:`ALL_PATHS` to run (the PyTorch ones only when it imports):
-        :data:`PATHS` by default, the :data:`VARIANTS` of the fused path on request.
+        Which of :data:`ALL_PATHS` to run (JAX and the PyTorch rows only when they
+        import): :data:`PATHS` by default, the :data:`VARIANTS` of the fused path on
+        request.
     epochs : int
-        Timed epochs per path (the median is reported).
+        Timed epochs per path (the median is reported; every epoch's time is kept,
+        with the count of subnormal numbers in each path's Adam moments after it).
     limit : int, optional
         Train on the first ``limit`` MNIST images (quick runs; the default is all 60,000).
-    use_torch : bool
-        Include PyTorch when it imports.
+    use_torch, use_jax : bool
+        Include PyTorch's rows, JAX's row, when they import.
     extras : bool
         Also measure compilation and peak memory (fresh processes) and the GEMM table.
     x, x_test : arrays, optional
         Data to use instead of MNIST.
     pause : float
         Seconds of rest between epochs, so threads left spinning by one library
-        (OpenBLAS, PyTorch's OpenMP) have gone to sleep before the next is timed.
+        (OpenBLAS, PyTorch's OpenMP, XLA) have gone to sleep before the next is timed.
     """
-    from .evaluate import negative_elbo
+    import tempfile
+
     from .model import ModelConfig
 
     unknown = [p for p in paths if p not in ALL_PATHS]
@@ -775,84 +1143,64 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
     fpe = flops_per_example(config)
     result["flops"] = {"per_example": fpe, "per_epoch": fpe["total"] * n}
 
-    torch_ok, torch_why = _torch_available() if use_torch and "torch" in paths else (
+    torch_rows = [p for p in TORCH_ROWS if p in paths]
+    torch_ok, torch_why = _torch_available() if use_torch and torch_rows else (
         False, "PyTorch skipped (not asked for)")
+    jax_ok, jax_why = _jax_available() if use_jax and "jax" in paths else (
+        False, "JAX skipped (not asked for)")
+    notes = [why for ok, why, asked in ((torch_ok, torch_why, torch_rows),
+                                        (jax_ok, jax_why, "jax" in paths))
+             if asked and not ok]
     log(f"benchmark: {n} examples, batch {batch_size}, {epochs} epochs per path, "
-        f"{threads} BLAS threads" + ("" if torch_ok else f"; {torch_why}"))
+        f"{threads} BLAS threads" + "".join(f"; {why}" for why in notes))
     _warm_up(config, x, batch_size)
     runners = {}
-    if "numba" in paths:
-        runners["numba"] = _NumpyPath("numpy", config, x, batch_size, seed)
-    if "reference" in paths:
-        runners["reference"] = _NumpyPath("numpy-ref", config, x, batch_size, seed)
-    for name, variant in VARIANTS.items():
-        if name in paths:
-            runners[name] = _NumpyPath("numpy", config, x, batch_size, seed, variant)
-    if "gemm" in paths:
-        runners["gemm"] = _GemmPath(config, n, batch_size, seed)
-    if torch_ok:
-        runners["torch"] = _TorchPath(config, x, batch_size, seed, threads)
-        if "torch-fused" in paths:
-            runners["torch-fused"] = _TorchPath(config, x, batch_size, seed, threads,
-                                                fused_adam=True)
-        _TorchPath(config, x[:4 * batch_size], batch_size, seed + 1, threads).epoch(
-            dict.fromkeys(PHASES, 0.0))  # warm-up on a throwaway copy
-    recs = {name: _Path(name) for name in runners}
-    names = list(runners)
-    for e in range(epochs):
-        order = names[e % len(names):] + names[:e % len(names)]  # rotate who goes first
-        for name in order:
-            time.sleep(pause)
-            seconds = runners[name].epoch(recs[name].phases)
-            recs[name].epochs.append(seconds)
-        log(f"  epoch {e + 1}: " + ", ".join(f"{k} {recs[k].epochs[-1]:.2f}s" for k in names))
-    result["load_average_after"] = ([round(v, 2) for v in os.getloadavg()]
-                                    if hasattr(os, "getloadavg") else None)
-    paths_out = {}
-    for name, rec in recs.items():
-        med = float(np.median(rec.epochs))
-        total = sum(rec.epochs)
-        paths_out[name] = {
-            "epochs_s": rec.epochs, "median_s": med,
-            "gflops": result["flops"]["per_epoch"] / med / 1e9,
-            "phases_share": {k: v / total for k, v in rec.phases.items()},
-        }
-    if not torch_ok and "torch" in paths:
-        paths_out["torch"] = {"skipped": torch_why}
-        if "torch-fused" in paths:
-            paths_out["torch-fused"] = {"skipped": torch_why}
-    result["paths"] = paths_out
-    med = {k: v["median_s"] for k, v in paths_out.items() if "median_s" in v}
-    ratios = {}
-    for a, b in (("numba", "torch"), ("numba", "gemm"), ("numba", "reference"),
-                 ("numba", "torch-fused"), ("reference", "torch"), ("torch", "gemm"),
-                 *((v, "numba") for v in VARIANTS)):
-        if a in med and b in med:
-            ratios[f"{a}/{b}"] = med[a] / med[b]
-    result["ratios"] = ratios
-    # the variants against the default, round by round (they ran next to each other)
-    result["round_ratios"] = {
-        f"{v}/numba": float(np.median(np.divide(recs[v].epochs, recs["numba"].epochs)))
-        for v in VARIANTS if v in recs and "numba" in recs}
-    # the two NumPy paths trained the same model from the same seed: compare test ELBOs
-    if x_test is not None and "numba" in runners and "reference" in runners:
-        a = negative_elbo(runners["numba"].model, x_test)["loss"]
-        b = negative_elbo(runners["reference"].model, x_test)["loss"]
-        result["test_elbo"] = {"numba": a, "reference": b, "abs_diff": abs(a - b)}
-        if extras:
-            # How far apart does float32 rounding alone put two runs? Train the reference
-            # path again with every initial weight moved by one unit in the last place.
-            log("  the reference path again, initial weights moved by 1 ulp (untimed) ...")
-            nudged = _NumpyPath("numpy-ref", config, x, batch_size, seed)
-            flat = nudged.model.flat
-            flat[...] = np.nextafter(flat, np.float32(np.inf))
-            for _ in range(epochs):
-                nudged.epoch(dict.fromkeys(PHASES, 0.0))
-            c = negative_elbo(nudged.model, x_test)["loss"]
-            result["test_elbo"].update(reference_1ulp=c, rounding_spread=abs(c - b))
-        for name in ("torch", "torch-fused"):
-            if name in runners:
-                result["test_elbo"][name] = runners[name].test_loss(x_test)
+    with tempfile.TemporaryDirectory(prefix="vae-bench-") as tmp:
+        try:
+            if torch_ok:   # their processes start first, and build while the others do
+                data_dir = Path(tmp)
+                np.save(data_dir / "x.npy", np.ascontiguousarray(x))
+                if x_test is not None:
+                    np.save(data_dir / "x_test.npy", np.ascontiguousarray(x_test))
+                for name in torch_rows:
+                    runners[name] = _TorchWorker(name, config, data_dir, batch_size, seed,
+                                                 threads, **TORCH_ROWS[name])
+            if "numba" in paths:
+                runners["numba"] = _NumpyPath("numpy", config, x, batch_size, seed)
+            if "reference" in paths:
+                runners["reference"] = _NumpyPath("numpy-ref", config, x, batch_size, seed)
+            for name, variant in VARIANTS.items():
+                if name in paths:
+                    runners[name] = _NumpyPath("numpy", config, x, batch_size, seed, variant)
+            if "gemm" in paths:
+                runners["gemm"] = _GemmPath(config, n, batch_size, seed)
+            if jax_ok:
+                runners["jax"] = _JaxPath(config, x, batch_size, seed)
+            for r in runners.values():
+                if isinstance(r, _TorchWorker):
+                    r.ready()
+            runners = {k: runners[k] for k in ALL_PATHS if k in runners}
+            recs = _run_interleaved(runners, epochs, pause, log)
+            result["load_average_after"] = ([round(v, 2) for v in os.getloadavg()]
+                                            if hasattr(os, "getloadavg") else None)
+            result["paths"] = _path_results(recs, runners, result["flops"]["per_epoch"])
+            for name in torch_rows if not torch_ok else ():
+                result["paths"][name] = {"skipped": torch_why}
+            if "jax" in paths and not jax_ok:
+                result["paths"]["jax"] = {"skipped": jax_why}
+            result["ratios"], result["goals"] = _ratios(result["paths"])
+            # the variants against the default, round by round (they ran next to each other)
+            result["round_ratios"] = {
+                f"{v}/numba": float(np.median(np.divide(recs[v].epochs, recs["numba"].epochs)))
+                for v in VARIANTS if v in recs and "numba" in recs}
+            if x_test is not None and "numba" in runners and "reference" in runners:
+                result["test_elbo"] = _test_elbos(runners, x_test, config, x, batch_size,
+                                                  seed, epochs, extras, log)
+        finally:
+            for r in runners.values():
+                if isinstance(r, _TorchWorker):
+                    r.close()
+    result["flush_after_run"] = denormals_flushed()   # this process's own thread: False
     if extras:
         log("  GEMM shapes: BLAS against numba ...")
         result["gemm_table"] = gemm_table(config, batch_size, reps=gemm_reps, x=x[:batch_size])
@@ -863,9 +1211,101 @@ def run_benchmark(*, epochs: int = 3, batch_size: int = 128, limit: int | None =
     return result
 
 
+def _run_interleaved(runners: dict, epochs: int, pause: float, log) -> dict:
+    """One epoch of each runner in turn, ``epochs`` rounds, who goes first rotating."""
+    recs = {name: _Path(name) for name in runners}
+    names = list(runners)
+    for e in range(epochs):
+        order = names[e % len(names):] + names[:e % len(names)]
+        for name in order:
+            time.sleep(pause)
+            seconds = runners[name].epoch(recs[name].phases)
+            recs[name].epochs.append(seconds)
+            if hasattr(runners[name], "adam_subnormals"):          # untimed
+                recs[name].subnormals.append(runners[name].adam_subnormals())
+        log(f"  epoch {e + 1}: " + ", ".join(f"{k} {recs[k].epochs[-1]:.2f}s" for k in names))
+    return recs
+
+
+def _path_results(recs: dict, runners: dict, flops_per_epoch: float) -> dict:
+    out = {}
+    for name, rec in recs.items():
+        med = float(np.median(rec.epochs))
+        total = sum(rec.epochs)
+        row = {"epochs_s": rec.epochs, "median_s": med, "gflops": flops_per_epoch / med / 1e9,
+               "phases_share": {k: v / total for k, v in rec.phases.items()}}
+        if rec.subnormals:
+            row["adam_subnormals"] = {"m": [c["m"] for c in rec.subnormals],
+                                      "v": [c["v"] for c in rec.subnormals],
+                                      "size": rec.subnormals[-1]["size"]}
+        runner = runners[name]
+        if isinstance(runner, _TorchWorker):
+            row["flushed_share"] = runner.flushed_share
+            row.update({k: v for k, v in TORCH_ROWS[name].items()})
+        if getattr(runner, "note", ""):
+            row["note"] = runner.note
+        out[name] = row
+    return out
+
+
+#: The ratios of medians reported, and the goals some of them have (issue: numba at
+#: most half PyTorch's default, three quarters of JAX).
+RATIOS = (("numba", "torch"), ("numba", "torch-fused-flush"), ("numba", "jax"),
+          ("numba", "gemm"), ("numba", "reference"), ("numba", "torch-fused"),
+          ("reference", "torch"), ("torch", "gemm"), ("jax", "gemm"),
+          ("torch-fused-flush", "torch"), *((v, "numba") for v in VARIANTS))
+GOALS = {"numba/torch": ("numba / PyTorch default", 0.5),
+         "numba/torch-fused-flush": ("numba / PyTorch best (fused Adam + flush denormals)", None),
+         "numba/jax": ("numba / JAX jit", 0.75)}
+
+
+def _ratios(paths_out: dict) -> tuple[dict, list]:
+    med = {k: v["median_s"] for k, v in paths_out.items() if "median_s" in v}
+    ratios = {f"{a}/{b}": med[a] / med[b] for a, b in RATIOS if a in med and b in med}
+    goals = [{"ratio": k, "what": what, "value": ratios[k], "goal": goal,
+              "met": None if goal is None else ratios[k] <= goal}
+             for k, (what, goal) in GOALS.items() if k in ratios]
+    return ratios, goals
+
+
+def _test_elbos(runners, x_test, config, x, batch_size, seed, epochs, extras, log) -> dict:
+    """Test negative ELBO each path's model reached (the NumPy and JAX ones evaluated alike)."""
+    from .evaluate import negative_elbo
+
+    a = negative_elbo(runners["numba"].model, x_test)["loss"]
+    b = negative_elbo(runners["reference"].model, x_test)["loss"]
+    out = {"numba": a, "reference": b, "abs_diff": abs(a - b)}
+    if extras:
+        # How far apart does float32 rounding alone put two runs? Train the reference
+        # path again with every initial weight moved by one unit in the last place.
+        log("  the reference path again, initial weights moved by 1 ulp (untimed) ...")
+        nudged = _NumpyPath("numpy-ref", config, x, batch_size, seed)
+        flat = nudged.model.flat
+        flat[...] = np.nextafter(flat, np.float32(np.inf))
+        for _ in range(epochs):
+            nudged.epoch(dict.fromkeys(PHASES, 0.0))
+        c = negative_elbo(nudged.model, x_test)["loss"]
+        out.update(reference_1ulp=c, rounding_spread=abs(c - b))
+    if "jax" in runners:
+        out["jax"] = negative_elbo(runners["jax"].trained_model(), x_test)["loss"]
+    for name in TORCH_ROWS:
+        if name in runners:
+            out[name] = runners[name].test_loss()
+    return out
+
+
 # -- writing it down -----------------------------------------------------------------
 def _ms(s: float) -> str:
     return f"{s * 1e3:.3f}" if s < 0.01 else f"{s * 1e3:.2f}"
+
+
+LABELS = {"numba": "NumPy + numba (default)", "reference": "NumPy reference (numpy-ref)",
+          "gemm": "GEMMs alone (floor)", "jax": "JAX, jit of the whole step",
+          "torch": "PyTorch CPU, default",
+          "torch-fused": "PyTorch CPU, fused Adam",
+          "torch-fused-flush": "PyTorch CPU, fused Adam + flush denormals",
+          "numba-compact": "NumPy + numba, compact first layer",
+          "numba-threads": "NumPy + numba, kernels on 2 threads"}
 
 
 def to_markdown(result: dict) -> str:
@@ -878,6 +1318,7 @@ def to_markdown(result: dict) -> str:
         f" ({blas.get('threads', result['threads'])} threads, kernel "
         f"{blas.get('architecture', '?')}, OPENBLAS_CORETYPE {m['OPENBLAS_CORETYPE']}), "
         f"numba {m['numba']}, PyTorch {m.get('torch') or 'not installed'}, "
+        f"JAX {m.get('jax') or 'not installed'}, "
         f"Python {m['python']}. Load average before {m.get('load_average')}, after "
         f"{result.get('load_average_after')}.",
         "",
@@ -891,11 +1332,15 @@ def to_markdown(result: dict) -> str:
         "| optimizer |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    labels = {"numba": "NumPy + numba (default)", "reference": "NumPy reference (numpy-ref)",
-              "gemm": "GEMMs alone (floor)", "torch": "PyTorch CPU",
-              "torch-fused": "PyTorch CPU, fused Adam",
-              "numba-compact": "NumPy + numba, compact first layer",
-              "numba-threads": "NumPy + numba, kernels on 2 threads"}
+    labels = LABELS
+    notes = []
+    for name in ALL_PATHS:
+        p = result["paths"].get(name)
+        if p and "note" in p:
+            notes.append(f"{labels[name]}: {p['note']}.")
+        if p and "flushed_share" in p:
+            notes.append(f"{labels[name]}: in its own process; a parallel multiply there "
+                         f"flushed {p['flushed_share']:.0%} of its subnormal inputs to 0.")
     for name in ALL_PATHS:
         p = result["paths"].get(name)
         if p is None:
@@ -908,9 +1353,28 @@ def to_markdown(result: dict) -> str:
             f"| {labels[name]} | {p['median_s']:.3f} | "
             f"{', '.join(f'{s:.2f}' for s in p['epochs_s'])} | {p['gflops']:.0f} | "
             + " | ".join(f"{sh[k]:.0%}" if sh[k] else "—" for k in PHASES) + " |")
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
+    if result.get("goals"):
+        lines += ["", "| ratio of medians, one interleaved run | value | goal |",
+                  "|---|---:|---:|"]
+        for g in result["goals"]:
+            goal = "" if g["goal"] is None else (
+                f"<= {g['goal']:.2f} ({'met' if g['met'] else 'not met'})")
+            lines.append(f"| {g['what']} | {g['value']:.2f} | {goal} |")
     lines += ["", "| ratio of medians | value |", "|---|---:|"]
     for k, v in result["ratios"].items():
         lines.append(f"| {k} | {v:.2f} |")
+    subn = {k: p["adam_subnormals"] for k, p in result["paths"].items()
+            if "adam_subnormals" in p}
+    if subn:
+        size = next(iter(subn.values()))["size"]
+        lines += ["", f"Subnormal numbers in Adam's first moment m (PyTorch's `exp_avg`), of "
+                      f"{size:,}, after each epoch:", "",
+                  "| path | " + " | ".join(f"epoch {e + 1}" for e in range(result["epochs"]))
+                  + " |", "|---|" + "---:|" * result["epochs"]]
+        for k, v in subn.items():
+            lines.append(f"| {labels[k]} | " + " | ".join(f"{c:,}" for c in v["m"]) + " |")
     if result.get("round_ratios"):
         lines += ["", "| median of per-round ratios | value |", "|---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in result["round_ratios"].items()]
@@ -922,9 +1386,8 @@ def to_markdown(result: dict) -> str:
         lines += ["", f"Test negative ELBO after {result['epochs']} epochs: numba path "
                       f"{te['numba']:.4f}, reference path {te['reference']:.4f} "
                       f"(difference {te['abs_diff']:.2g} nats){spread}"
-                  + (f", PyTorch {te['torch']:.4f}" if "torch" in te else "")
-                  + (f", PyTorch with fused Adam {te['torch-fused']:.4f}"
-                     if "torch-fused" in te else "") + "."]
+                  + "".join(f", {labels[k]} {te[k]:.4f}" for k in ("jax", *TORCH_ROWS)
+                            if k in te) + "."]
     if result.get("gemm_table"):
         lines += ["", "| GEMM (m x k x n) | | BLAS µs | numba µs | numba / BLAS | used |",
                   "|---|---|---:|---:|---:|---|"]

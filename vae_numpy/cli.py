@@ -508,6 +508,7 @@ def cmd_bench(args) -> int:
                          f"choose from {', '.join(ALL_PATHS)}")
     result = run_benchmark(epochs=args.epochs, batch_size=args.batch_size,
                            limit=args.limit or None, use_torch=not args.no_torch,
+                           use_jax=not args.no_jax,
                            seed=args.seed, gemm_reps=args.gemm_reps, extras=not args.quick,
                            log=lambda line: print(line, flush=True), paths=paths)
     md, js = write_outputs(result, args.out, name=args.name)
@@ -630,10 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("bench", help="time training: numba path, reference, GEMM floor, PyTorch",
-                       description="Train the default VAE along four paths, one epoch of each "
-                       "in turn: the numba path, the NumPy reference path, the GEMMs alone, and "
-                       "PyTorch on the CPU when it is installed. Report median seconds per "
+    p = sub.add_parser("bench", help="time training: numba path, reference, GEMM floor, JAX, "
+                       "PyTorch",
+                       description="Train the default VAE along several paths, one epoch of "
+                       "each in turn: the numba path, the NumPy reference path, the GEMMs alone, "
+                       "JAX (the whole step under jax.jit) and PyTorch on the CPU in three "
+                       "configurations (default; fused Adam; fused Adam and flushed denormals), "
+                       "JAX and PyTorch when they are installed. Report median seconds per "
                        "epoch, their ratios and where the time goes; time every GEMM shape in "
                        "BLAS and in numba; measure compilation and peak memory. Writes a "
                        "Markdown table and JSON into --out.")
@@ -642,12 +646,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0,
                    help="train on the first N MNIST images only (default: all 60,000)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-jax", action="store_true", help="leave JAX out")
     p.add_argument("--paths", default=None,
-                   help="comma-separated paths to time (default: numba,reference,gemm,"
-                        "torch,torch-fused; also numba-compact, numba-threads: variants "
+                   help="comma-separated paths to time (default: numba,reference,gemm,jax,"
+                        "torch,torch-fused,torch-fused-flush; also numba-compact, "
+                        "numba-threads: variants "
                         "the library left out)")
     p.add_argument("--quick", action="store_true",
-                   help="only the four paths: no GEMM table, compilation or memory runs")
+                   help="only the paths: no GEMM table, compilation or memory runs")
     p.add_argument("--gemm-reps", type=int, default=30,
                    help="repetitions per GEMM shape (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="default: 0")
