@@ -478,8 +478,13 @@ class _TorchPath:
 
 
 def _torch_flushed_share(torch) -> float:
-    """The share of a parallel PyTorch multiply (on all its threads) that flushed subnormals."""
-    y = torch.full((1 << 20,), TINY32 / 4) * torch.tensor(1.0)
+    """The share of a parallel PyTorch multiply (on all its threads) that flushed subnormals.
+
+    The subnormal inputs are made from their bits (an integer fill): a float fill would
+    itself be flushed on this thread, and the probe would see zeros whatever the others do.
+    """
+    x = torch.full((1 << 20,), 1 << 21, dtype=torch.int32).view(torch.float32)  # 2.9e-39
+    y = x * torch.tensor(1.0)
     return float((y == 0).double().mean())
 
 
@@ -637,7 +642,7 @@ def denormals_flushed() -> bool:
     as 0 exactly when that thread flushes (``torch.set_flush_denormal(True)`` sets
     both flags, for the calling thread only).
     """
-    a = np.full(8, TINY32 / 4, np.float32)
+    a = np.full(8, 1 << 21, np.int32).view(np.float32)   # a subnormal, from its bits
     return bool((a * np.float32(1.0))[0] == 0)
 
 
