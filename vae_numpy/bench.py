@@ -753,7 +753,9 @@ class _JaxPath:
     :class:`_NumpyPath` does: the same permutation, the same noise. The step runs
     asynchronously (JAX's dispatch: Python prepares the next batch while XLA computes),
     so an epoch ends when its last step has finished, and its phases other than
-    ``data`` cannot be told apart: they are one compiled function.
+    ``data`` cannot be told apart: they are one compiled function. XLA runs it on its
+    own thread pool, which this benchmark does not size (the BLAS thread count is not
+    passed to it).
     """
 
     note = "one jit-compiled function per step: forward, loss, backward and Adam together"
