@@ -22,7 +22,7 @@ One GEMM is a numba loop instead of BLAS: the decoder's first layer,
 ``relu(z @ W + b)`` with only K = 20 terms per output (:data:`NUMBA_GEMMS`). The
 benchmark's GEMM table found the loop faster than BLAS followed by NumPy's two
 in-place passes for the bias and the ReLU; it does not compare it with BLAS followed
-by the one-pass ``kernels.bias_act`` the other layers use, which chapter 11 found
+by the one-pass ``kernels.bias_act`` the other layers use, which the speed chapter found
 faster on the build machine (the step's time moves by well under 1%). What was measured and left out
 (``python -m vae_numpy bench`` prints the numbers): numba matrix products at the
 other shapes and a sparse first layer in numba, neither faster than BLAS; gathering

@@ -516,7 +516,7 @@ def _adam_update_numba(p, g, m, v, lr, b1, b2, eps, t):
         # ReLU unit that no input activates, and those of a rarely inked pixel between
         # its images) see their moments decay geometrically into subnormal floats,
         # which many x86 processors compute on far more slowly, and in float32
-        # 0.9 * m stops shrinking there (chapter 11). A pixel that is never inked keeps
+        # 0.9 * m stops shrinking there (the speed chapter). A pixel that is never inked keeps
         # m = v = 0 exactly. Flushing
         # values below 1e-30 to 0, before they turn subnormal, changes the update by
         # less than 1e-22.
@@ -747,7 +747,7 @@ def matmul_bias_act(a, w, b, out, relu: bool = True):
     Meant for a small inner dimension (the decoder's first layer reads K = 20 latent
     units), where BLAS's call overhead is large against the arithmetic. The
     benchmark's GEMM table compares it with BLAS plus NumPy's passes; against BLAS
-    plus the one-pass :func:`bias_act` it is not faster (chapter 11).
+    plus the one-pass :func:`bias_act` it is not faster (the speed chapter).
     """
     if (_use_numba(a, w, b, out) and a.flags.c_contiguous and w.flags.c_contiguous
             and out.flags.c_contiguous):

@@ -295,9 +295,9 @@ def model_cache_dir() -> Path:
     root = os.environ.get("VAE_NUMPY_CACHE")
     if root:
         return Path(root).expanduser().absolute() / "models"
-    import pooch
+    from .data import _user_cache_dir
 
-    return Path(pooch.os_cache("vae_numpy")) / "models"
+    return _user_cache_dir() / "models"
 
 
 def _source_digest() -> str:
