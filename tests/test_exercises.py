@@ -53,6 +53,21 @@ def test_zero_and_negative_wants():
     assert NumberCheck(-2.5, digits=2).judge(-2.5)[0]
 
 
+def test_text_or_booleans_inside_an_array_are_not_numbers():
+    check = NumberCheck(0.18, digits=2)
+    for answer in (np.array(["0.18"]), ["0.18"], np.array([True]), [False]):
+        right, why = check.judge(answer)
+        assert not right and "Expected a number" in why, answer
+    assert check.judge(np.array([0.18]))[0] and check.judge([0.18])[0]
+
+
+def test_zero_is_no_rounding_of_a_nonzero_answer():
+    check = NumberCheck(0.356, digits=3)
+    assert "more digits" not in check.judge(0)[1] and not check.judge(0.0)[0]
+    assert "more digits" in check.judge(0.4)[1]            # a right one-digit rounding
+    assert NumberCheck(0.0, digits=2).judge(0)[0]
+
+
 def test_as_number():
     assert as_number(np.int64(3)) == (3.0, "")
     assert as_number([[2.0]]) == (2.0, "")

@@ -170,27 +170,12 @@ def page_problems(page, url: str, html_file: Path, png: Path | None = None) -> l
         if not png.exists() or png.stat().st_size == 0:
             problems.append("no screenshot written")
     problems += check_dom(html_file.read_text(encoding="utf-8"), page.content())
-    problems += [f"printed line wider than its box at 1280 px: {line!r}"
-                 for line in page.evaluate(WIDE_OUTPUT_JS)]
     remote = sorted(u for u in page.requests if not is_local(u))
     if remote:
         problems.append(f"requested from outside localhost: {remote}")
     if SiteHandler.missing:
         problems.append(f"asked for files the build lacks: {sorted(set(SiteHandler.missing))}")
     return problems
-
-
-WIDE_OUTPUT_JS = """() => {
-  // The start of each printed line that a reader would have to scroll sideways to read.
-  const out = [];
-  for (const pre of document.querySelectorAll("div.output pre")) {
-    if (pre.scrollWidth <= pre.clientWidth + 1) continue;
-    const lines = pre.textContent.split("\\n");
-    const widest = lines.reduce((a, b) => (b.length > a.length ? b : a), "");
-    out.push(widest.slice(0, 60));
-  }
-  return out;
-}"""
 
 
 DECODE_TIMES_JS = """() => {

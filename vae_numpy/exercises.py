@@ -37,6 +37,12 @@ def as_number(answer) -> tuple[float | None, str]:
         return None, f"Expected a number, got the boolean {answer!r}."
     if isinstance(answer, (str, bytes)):
         return None, f"Expected a number, got the text {answer!r}; drop the quotes."
+    kind = np.asarray(answer).dtype.kind if isinstance(answer, (list, tuple, np.ndarray)) \
+        else ""
+    if kind in ("U", "S"):
+        return None, "Expected a number, got text inside a list or array; drop the quotes."
+    if kind == "b":
+        return None, "Expected a number, got a boolean inside a list or array."
     try:
         arr = np.asarray(answer, dtype=np.float64)
     except (TypeError, ValueError):
@@ -168,10 +174,11 @@ def _shown(value: float) -> tuple[int, float]:
     """``(significant digits, half a unit of the last digit)`` of ``repr(value)``.
 
     Trailing zeros are not counted, before the point or after it: 5,700,000 is two
-    digits (a rounded count), and a typed 0.100 arrives as the float 0.1 anyway.
+    digits (a rounded count), and a typed 0.100 arrives as the float 0.1 anyway. Zero
+    shows no digit at all, so it is never a rounding of another answer (0 for 0.356).
     """
     value = abs(float(value))
     if value == 0:
-        return 1, 0.5
+        return 0, 0.0
     digits, exponent = Decimal(repr(value)).normalize().as_tuple()[1:]
     return len(digits), 0.5 * 10.0 ** exponent

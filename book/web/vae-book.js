@@ -399,14 +399,15 @@
   // Python's repr of the number; from the typed text when it is a plain decimal, so that
   // zeros the reader typed at the end (1.60) count, which a float cannot keep.
   function shownOf(value, text) {
-    // (a whole number's trailing zeros do not count: 5700000 is two digits, a rounding)
+    // (a whole number's trailing zeros do not count: 5700000 is two digits, a rounding;
+    // zero shows no digit, so it is never a rounding of another answer)
+    if (value === 0) return [0, 0];
     const m = /^[+-]?(\d*)\.(\d*)$/.exec(text);
     if (m) {
       const frac = m[2], all = (m[1] + frac).replace(/^0+/, "");
       return [Math.max(1, all.length), 0.5 * Math.pow(10, -frac.length)];
     }
     const v = Math.abs(value);
-    if (v === 0) return [1, 0.5];
     const [mantissa, exp] = v.toExponential().split("e");
     const digits = mantissa.replace(".", "").replace(/0+$/, "");
     return [digits.length, 0.5 * Math.pow(10, Number(exp) - (digits.length - 1))];
