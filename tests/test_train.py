@@ -7,7 +7,7 @@ import pytest
 
 from vae_numpy import checkpoint as ckpt_mod
 from vae_numpy.checkpoint import load_checkpoint, load_into, save_checkpoint
-from vae_numpy.errors import CheckpointError, NonFiniteError
+from vae_numpy.errors import CheckpointError, ConfigError, NonFiniteError
 from vae_numpy.evaluate import negative_elbo
 from vae_numpy.handwriting import make_handwriting
 from vae_numpy.model import VAE, ModelConfig
@@ -139,6 +139,39 @@ def test_train_cached_trains_once_then_loads(tmp_path, monkeypatch):
     c, _ = train.train_cached(CFG, dataset="handwriting", epochs=1, limit=400, progress=False)
     assert calls == [1, 1] and not np.array_equal(a.flat, c.flat)
     assert len(list((tmp_path / "models").glob("*.npz"))) == 2
+
+
+def test_train_cached_dynamic_binarization_trains_on_draws_and_keys_on_it(tmp_path,
+                                                                          monkeypatch):
+    from vae_numpy import train
+    from vae_numpy.checkpoint import load_checkpoint
+    from vae_numpy.data import DYNAMIC_TEST_SEED
+
+    monkeypatch.setenv("VAE_NUMPY_CACHE", str(tmp_path))
+    seen = []
+    real_fit = train.fit
+
+    def spy(model, x, **kw):
+        seen.append((kw["binarize"], np.unique(kw["x_test"]).size))
+        return real_fit(model, x, **kw)
+
+    monkeypatch.setattr(train, "fit", spy)
+    kw = dict(dataset="handwriting", epochs=1, limit=300, progress=False)
+    _, grey = train.train_cached(CFG, **kw)
+    _, dyn = train.train_cached(CFG, binarize="dynamic", **kw)
+    # fit drew the training pixels; the test digits it scored are zeros and ones
+    assert seen[0][0] is None and seen[0][1] > 2
+    assert seen[1] == ("dynamic", 2)
+    assert grey["test_loss"] != dyn["test_loss"]
+    files = sorted((tmp_path / "models").glob("*.npz"))
+    assert len(files) == 2
+    data = [load_checkpoint(f).data for f in files]
+    assert {"binarize": "dynamic", "test_seed": DYNAMIC_TEST_SEED}.items() <= \
+        next(d for d in data if d).items()
+    _, again = train.train_cached(CFG, binarize="dynamic", **kw)    # loaded, not trained
+    assert len(seen) == 2 and again["test_loss"] == dyn["test_loss"]
+    with pytest.raises(ConfigError, match="binarize"):
+        train.train_cached(CFG, binarize="static", **kw)
 
 
 def test_an_interrupted_figure_write_leaves_the_old_png(tmp_path):

@@ -315,7 +315,7 @@ def _source_digest() -> str:
 
 def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size: int = 128,
                  lr: float = 1e-3, seed: int = 0, limit: int | None = None, progress: bool = True,
-                 backend=None, objective=None):
+                 backend=None, objective=None, binarize: str | None = None):
     """Train a model on MNIST (or the handwriting set), or load it if trained before.
 
     Chapters that need a trained model call this: the first call trains (seeded,
@@ -335,6 +335,12 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     objective : optional
         What training minimises (:func:`fit`'s ``objective``; the ELBO by default). Its
         ``settings()`` (a warm-up's length, a free-bits floor, k) are part of the key.
+    binarize : None or "dynamic"
+        None: grey levels as targets. ``"dynamic"``: the protocol of the IWAE paper
+        (:func:`vae_numpy.data.load_mnist`): a fresh Bernoulli draw of every training
+        pixel for every minibatch (``fit(..., binarize="dynamic")``), and the test
+        digits of the history binarized once with the fixed seed; the checkpoint
+        records it. Part of the key.
 
     Returns
     -------
@@ -351,10 +357,14 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
 
     backend = get_backend(backend)
     objective = ELBO() if objective is None else objective
+    if binarize not in (None, "dynamic"):
+        raise ConfigError(f"train_cached(binarize=...) must be None (grey levels) or "
+                          f"'dynamic'; got {binarize!r}")
     key = json.dumps({"config": json.loads(config.to_json()), "dataset": dataset,
                       "objective": _objective_settings(objective),
                       "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                      "limit": limit, "backend": backend.name, "code": _source_digest()},
+                      "limit": limit, "binarize": binarize, "backend": backend.name,
+                      "code": _source_digest()},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = model_cache_dir() / f"{config.kind}-{dataset}-{digest}.npz"
@@ -367,10 +377,18 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     x, x_test = _cached_dataset(dataset)
     if limit is not None:
         x = x[:limit]
+    data_info = None
+    if binarize == "dynamic":
+        from .data import DYNAMIC_TEST_SEED, binarize_split
+
+        x_test = binarize_split(x_test, "dynamic", "test")
+        data_info = {"dataset": dataset, "binarize": "dynamic",
+                     "test_seed": DYNAMIC_TEST_SEED, "seed": seed}
     model = make_model(config, np.random.default_rng(seed), backend=backend)
     history = fit(model, x, epochs=epochs, batch_size=batch_size, lr=lr, rng=seed,
-                  x_test=x_test, progress=progress, objective=objective)
-    save_checkpoint(path, model, epoch=epochs, history=history.to_dict(),
+                  x_test=x_test, progress=progress, objective=objective, binarize=binarize,
+                  data_info=data_info)
+    save_checkpoint(path, model, epoch=epochs, history=history.to_dict(), data=data_info,
                     objective=_objective_settings(objective))
     return model, history
 
