@@ -23,6 +23,7 @@ def test_right_answers_in_any_sensible_form(answer):
     (None, "Not answered"), ("1.6", "drop the quotes"), (True, "boolean"),
     ([1.6, 1.6], "one number"), (np.zeros((2, 2)), "one number"), (float("nan"), "nan"),
     (float("inf"), "overflowed"), ({"a": 1}, "Expected a number"), (object(), "Expected"),
+    ([1.6, [1.6, 1.6]], "Expected a number"),
     (1.5, "mu alone"), (1.61, "Close, but not right"), (1.7, "Use z = mu"),
     (1.6043, "Close, but not right"),
     (-1.6042, "Use z = mu"),

@@ -37,25 +37,23 @@ def as_number(answer) -> tuple[float | None, str]:
         return None, f"Expected a number, got the boolean {answer!r}."
     if isinstance(answer, (str, bytes)):
         return None, f"Expected a number, got the text {answer!r}; drop the quotes."
-    kind = np.asarray(answer).dtype.kind if isinstance(answer, (list, tuple, np.ndarray)) \
-        else ""
-    if kind in ("U", "S"):
-        return None, "Expected a number, got text inside a list or array; drop the quotes."
-    if kind == "b":
-        return None, "Expected a number, got a boolean inside a list or array."
     try:
-        arr = np.asarray(answer, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(answer)              # one conversion, read for its kind below
+        if raw.dtype.kind in ("U", "S"):
+            return None, "Expected a number, got text inside a list or array; drop the quotes."
+        if raw.dtype.kind == "b":
+            return None, "Expected a number, got a boolean inside a list or array."
+        arr = raw.astype(np.float64)
+    except (TypeError, ValueError):           # a dict, an object, a ragged list
         return None, f"Expected a number, got {type(answer).__name__}."
     if arr.size != 1:
         return None, f"Expected one number, got {arr.size} (shape {arr.shape})."
-    scalar = arr.reshape(())
-    if np.asarray(answer).dtype in (np.float32, np.float16):
+    if raw.dtype in (np.float32, np.float16):
         # np.float32(1.59) is 1.590000033... as a float64; its own shortest form is 1.59,
         # which is what the reader rounded to
-        value = float(str(np.asarray(answer).reshape(())))
+        value = float(str(raw.reshape(())))
     else:
-        value = float(scalar)
+        value = float(arr.reshape(()))
     if not math.isfinite(value):
         return None, f"Got {value}: the computation overflowed or divided by zero somewhere."
     return value, ""
