@@ -55,7 +55,8 @@ def as_number(answer) -> tuple[float | None, str]:
     else:
         value = float(arr.reshape(()))
     if not math.isfinite(value):
-        return None, f"Got {value}: the computation overflowed or divided by zero somewhere."
+        return None, (f"Got {value}: the computation overflowed, took the log of 0 (an exp that "
+                      "underflowed) or divided by zero somewhere.")
     return value, ""
 
 
