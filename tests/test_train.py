@@ -174,6 +174,31 @@ def test_train_cached_dynamic_binarization_trains_on_draws_and_keys_on_it(tmp_pa
         train.train_cached(CFG, binarize="static", **kw)
 
 
+def test_train_cached_digits_holds_classes_out_of_training_and_of_the_key(tmp_path,
+                                                                         monkeypatch):
+    from vae_numpy import train
+    from vae_numpy.data import load_mnist
+
+    monkeypatch.setenv("VAE_NUMPY_CACHE", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(train, "fit", lambda model, x, **kw: seen.append((x, kw["x_test"]))
+                        or train.History())
+    cfg = ModelConfig(kind="vae", input_dim=784, hidden_dims=(8,), latent_dim=2)
+    train.train_cached(cfg, epochs=0, digits=[0, 1, 2, 3, 4, 5, 6, 7, 8], progress=False)
+    train.train_cached(cfg, epochs=0, digits=(8, 7, 6, 5, 4, 3, 2, 1, 0, 0), progress=False)
+    assert len(seen) == 1                   # the same classes, in any order: the same model
+    tr, te = load_mnist("train"), load_mnist("test")
+    x, x_test = seen[0]
+    assert np.array_equal(x, tr.x[tr.y != 9]) and np.array_equal(x_test, te.x[te.y != 9])
+    train.train_cached(cfg, epochs=0, progress=False)
+    assert len(seen) == 2 and len(seen[1][0]) == len(tr.x)   # every class: another key
+    for bad in ([], [10], "seven"):
+        with pytest.raises(ConfigError, match="digits"):
+            train.train_cached(cfg, epochs=0, digits=bad, progress=False)
+    with pytest.raises(ConfigError, match="no"):
+        train.train_cached(cfg, dataset="handwriting", epochs=0, digits=[1], progress=False)
+
+
 def test_an_interrupted_figure_write_leaves_the_old_png(tmp_path):
     import matplotlib
 

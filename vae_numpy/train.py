@@ -315,7 +315,8 @@ def _source_digest() -> str:
 
 def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size: int = 128,
                  lr: float = 1e-3, seed: int = 0, limit: int | None = None, progress: bool = True,
-                 backend=None, objective=None, binarize: str | None = None):
+                 backend=None, objective=None, binarize: str | None = None,
+                 digits: Sequence[int] | None = None):
     """Train a model on MNIST (or the handwriting set), or load it if trained before.
 
     Chapters that need a trained model call this: the first call trains (seeded,
@@ -341,6 +342,10 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
         pixel for every minibatch (``fit(..., binarize="dynamic")``), and the test
         digits of the history binarized once with the fixed seed; the checkpoint
         records it. Part of the key.
+    digits : sequence of int, optional
+        MNIST only: train (and evaluate the history) on the images of these classes
+        alone, say every digit but 9 to hold a class out for anomaly detection. The
+        ``limit`` applies after the selection. Part of the key.
 
     Returns
     -------
@@ -360,10 +365,12 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     if binarize not in (None, "dynamic"):
         raise ConfigError(f"train_cached(binarize=...) must be None (grey levels) or "
                           f"'dynamic'; got {binarize!r}")
+    digits = _check_digits(digits, dataset)
     key = json.dumps({"config": json.loads(config.to_json()), "dataset": dataset,
                       "objective": _objective_settings(objective),
                       "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                       "limit": limit, "binarize": binarize, "backend": backend.name,
+                      "digits": digits,
                       "code": _source_digest()},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -374,7 +381,7 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
             return ckpt.model, History.from_dict(ckpt.history)
         except Exception:  # a damaged cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
-    x, x_test = _cached_dataset(dataset)
+    x, x_test = _cached_dataset(dataset, digits)
     if limit is not None:
         x = x[:limit]
     data_info = None
@@ -393,12 +400,30 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     return model, history
 
 
-def _cached_dataset(dataset: str):
+def _check_digits(digits, dataset: str) -> list[int] | None:
+    """``digits`` as a sorted list of distinct classes 0-9 (None: every class)."""
+    if digits is None:
+        return None
+    if dataset != "mnist":
+        raise ConfigError(f"digits=... selects MNIST classes; the {dataset!r} set has none")
+    try:
+        chosen = sorted({int(d) for d in digits})
+    except (TypeError, ValueError):
+        raise ConfigError(f"digits must be a sequence of classes 0-9; got {digits!r}") from None
+    if not chosen or chosen[0] < 0 or chosen[-1] > 9:
+        raise ConfigError(f"digits must name at least one class among 0-9; got {digits!r}")
+    return chosen
+
+
+def _cached_dataset(dataset: str, digits: list[int] | None = None):
     from .data import load_mnist
     from .handwriting import make_handwriting
 
     if dataset == "mnist":
-        return load_mnist("train").x, load_mnist("test").x
+        train, test = load_mnist("train"), load_mnist("test")
+        if digits is None:
+            return train.x, test.x
+        return (train.x[np.isin(train.y, digits)], test.x[np.isin(test.y, digits)])
     if dataset == "handwriting":
         ds, _ = make_handwriting(12000, np.random.default_rng(0))
         return ds.x[:10000], ds.x[10000:]
