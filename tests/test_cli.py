@@ -568,3 +568,36 @@ def test_the_loss_figure_names_what_training_minimised(npy, tmp_path, capsys, mo
     assert seen["objective"] is None                      # plain ELBO: "loss (-ELBO)"
     assert run(capsys, *common, "--kl-warmup", 2, "--out", tmp_path / "b")[0] == 0
     assert "warm-up" in seen["objective"]
+
+
+def test_conditional_train_evaluate_and_sample_a_chosen_digit(tmp_path, capsys):
+    out_dir = tmp_path / "cvae"
+    code, out, err = run(capsys, "train", "--conditional", "--hidden", 16, "--latent-dim", 2,
+                         "--epochs", 1, "--limit", 300, "--out", out_dir, "--no-progress")
+    assert code == 0, err
+    assert out.startswith("training a conditional VAE 784-16-2 on mnist (300 train")
+    ckpt = out_dir / "checkpoint.npz"
+    assert load_checkpoint(ckpt).model.config.num_classes == 10
+    code, out, err = run(capsys, "evaluate", ckpt, "--limit", 50, "--iw-samples", 3,
+                         "--no-progress")
+    assert code == 0, err
+    assert "-log p(x|y)" in out and "over 50 examples" in out
+    code, out, err = run(capsys, "sample", ckpt, "-n", 4, "--digit", 7, "--out",
+                         tmp_path / "seven.png")
+    assert code == 0, err
+    assert "wrote" in out
+    assert (tmp_path / "seven.png").read_bytes()[:4] == b"\x89PNG"
+    for argv, pattern in (
+            (("sample", ckpt, "--digit", 10, "--out", tmp_path / "x.png"), "0..9; got 10"),
+            (("evaluate", ckpt, "--dataset", "handwriting"), "conditional model: it reads"),
+            (("train", "--conditional", "--dataset", "handwriting", "--out", tmp_path / "h"),
+             "--dataset handwriting has none")):
+        code, _, err = run(capsys, *argv)
+        _one_line_error(code, err, pattern)
+    assert not (tmp_path / "h").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_digit_needs_a_conditional_model(npy, tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "plain.npz", VAE(ModelConfig(input_dim=64), rng=0))
+    code, _, err = run(capsys, "sample", ckpt, "--digit", 3, "--out", tmp_path / "s.png")
+    _one_line_error(code, err, "--digit needs a conditional model")

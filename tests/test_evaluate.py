@@ -63,7 +63,7 @@ def test_iw_bound_in_chunks_is_the_same_log_mean_exp(rng):
 def test_iw_bound_of_equal_weights_is_that_weight(k, max_rows, monkeypatch):
     """k equal weights w: log (1/k) sum w = log w, for any k and any chunking, even at
     log w = -1000 where exp underflows (the running sum is taken relative to its max)."""
-    def constant_weights(model, xb, k, rng):
+    def constant_weights(model, xb, k, rng, y=None):
         value = -1000.0 - 10.0 * xb[:, 0]             # differs by example, not by sample
         return np.broadcast_to(value, (k, xb.shape[0])).copy()
 

@@ -20,6 +20,7 @@ from .errors import CheckpointError, InputError, VAEError
 DATASETS = ("mnist", "handwriting")
 HANDWRITING_TRAIN, HANDWRITING_TOTAL = 10000, 12000  # the first 10,000 train, the rest test
 DEFAULT_IWAE_K = 5  # the IWAE paper's k = 5 row (``reproduce iwae``)
+MNIST_CLASSES = 10  # train --conditional: the digits 0-9
 
 
 # -- checking arguments --------------------------------------------------------------
@@ -199,9 +200,13 @@ def _check_train_args(args):
                              "--gaussian-std there is none to bound (give one of the two)")
     floor = GAUSSIAN_STD_FLOOR if args.gaussian_std_floor is None else args.gaussian_std_floor
     _finite_positive("--gaussian-std-floor", floor, allow_zero=True)
+    if args.conditional and args.dataset != "mnist":
+        raise InputError(f"--conditional reads each image's label; --dataset {args.dataset} has "
+                         "none (give --dataset mnist, or leave --conditional out)")
     settings = dict(kind=args.model, hidden_dims=tuple(args.hidden), latent_dim=args.latent_dim,
                     likelihood=likelihood, beta=args.beta, activation=args.activation,
-                    gaussian_std=args.gaussian_std, gaussian_std_floor=floor)
+                    gaussian_std=args.gaussian_std, gaussian_std_floor=floor,
+                    num_classes=MNIST_CLASSES if args.conditional else 0)
     ModelConfig(input_dim=1, **settings)  # the settings' own errors, before any data is read
     return protocol, bseed, objective, settings
 
@@ -239,14 +244,19 @@ def _check_resume(args, protocol, bseed, objective):
 
 
 def _train_data(args, protocol: str, bseed: int):
-    """``x_train, x_test, image_shape, data_info, words`` for ``train``."""
+    """``x_train, x_test, image_shape, data_info, words, labels`` for ``train``.
+
+    ``labels`` is ``(y_train, y_test)`` for MNIST, None for a set without labels.
+    """
     from . import data
     from .handwriting import make_handwriting
 
     name = args.dataset
+    labels = None
     if name == "mnist":
-        x_train = data.load_mnist("train", binarize=protocol, seed=bseed).x
-        x_test = data.load_mnist("test", binarize=protocol, seed=bseed).x
+        train = data.load_mnist("train", binarize=protocol, seed=bseed)
+        test = data.load_mnist("test", binarize=protocol, seed=bseed)
+        x_train, x_test, labels = train.x, test.x, (train.y, test.y)
         shape, info = (28, 28), {"dataset": "mnist"}
     else:
         if name == "handwriting":
@@ -273,7 +283,7 @@ def _train_data(args, protocol: str, bseed: int):
         info.update(seed=args.seed, test_seed=data.DYNAMIC_TEST_SEED)
     words = _protocol_words(protocol, seed=bseed, test_seed=data.DYNAMIC_TEST_SEED,
                             training=True)
-    return x_train, x_test, shape, info, words
+    return x_train, x_test, shape, info, words, labels
 
 
 def cmd_train(args) -> int:
@@ -285,13 +295,16 @@ def cmd_train(args) -> int:
     out = _check_out_folder(args.out)
     _check_not_overwriting(args, out)
     _check_resume(args, protocol, bseed, objective)
-    x_train, x_test, image_shape, data_info, words = _train_data(args, protocol, bseed)
+    x_train, x_test, image_shape, data_info, words, labels = _train_data(args, protocol, bseed)
     config = ModelConfig(input_dim=x_train.shape[1], **settings)
     model = make_model(config, np.random.default_rng(args.seed), backend=args.backend)
     optimizer = make_optimizer(model, args.optimizer, args.lr)
+    y_train, y_test = labels if config.num_classes else (None, None)
     if args.limit:
         x_train = x_train[: args.limit]
-    print(f"training a {config.kind.upper()} {config.input_dim}-"
+        y_train = None if y_train is None else y_train[: args.limit]
+    print(f"training a {'conditional ' if config.num_classes else ''}"
+          f"{config.kind.upper()} {config.input_dim}-"
           f"{'-'.join(map(str, config.hidden_dims))}-{config.latent_dim} on {args.dataset} "
           f"({len(x_train)} train, {len(x_test)} test examples; {words}), objective: "
           f"{objective.describe(model) if config.kind == 'vae' else 'reconstruction loss'}, "
@@ -308,7 +321,7 @@ def cmd_train(args) -> int:
                       binarize="dynamic" if protocol == "dynamic" else None,
                       progress=not args.no_progress, checkpoint=ckpt, resume=args.resume,
                       log=lambda line: print(line, flush=True), objective=objective,
-                      data_info=data_info)
+                      data_info=data_info, y=y_train, y_test=y_test)
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()  # a run that wrote nothing leaves no empty folder behind
@@ -323,9 +336,10 @@ def cmd_train(args) -> int:
     save_figure(axes[0].figure, out / "loss.png")
     plt.close("all")
     xt = x_test[:32]
-    rec = model.backend.asnumpy(model.reconstruct(model.backend.asarray(xt))) \
+    yt = None if y_test is None else y_test[:32]
+    rec = model.backend.asnumpy(model.reconstruct(model.backend.asarray(xt), yt)) \
         if config.kind == "vae" else model.backend.asnumpy(
-            model.mean_image(model.decode(model.encode(model.backend.asarray(xt)))))
+            model.mean_image(model.decode(model.encode(model.backend.asarray(xt), yt), yt)))
     pairs = np.stack([xt, rec], axis=1).reshape(-1, xt.shape[1])
     ax = image_grid(pairs, image_shape=image_shape, ncols=16,
                     title="test images and their reconstructions, side by side")
@@ -333,8 +347,11 @@ def cmd_train(args) -> int:
     plt.close("all")
     wrote = [ckpt, out / "loss.png", out / "reconstructions.png"]
     if config.kind == "vae":
-        samples = model.backend.asnumpy(model.sample(64, np.random.default_rng(args.seed)))
-        ax = image_grid(samples, image_shape=image_shape, title="samples from the prior")
+        n, digits, title = _sample_plan(model, 64, None)
+        samples = model.backend.asnumpy(model.sample(n, np.random.default_rng(args.seed),
+                                                     digits))
+        ax = image_grid(samples, image_shape=image_shape, ncols=10 if digits is not None else 8,
+                        title=title)
         save_figure(ax.figure, out / "samples.png")
         plt.close("all")
         wrote.append(out / "samples.png")
@@ -440,19 +457,24 @@ def cmd_evaluate(args) -> int:
     if model.config.likelihood != "gaussian" and args.data is not None:
         which = "continuous " if model.config.likelihood == "continuous_bernoulli" else ""
         _check_unit_interval(x, f"--data {args.data}", f"for a {which}Bernoulli decoder")
+    y = _evaluate_labels(args, ckpt, len(x))
     if args.limit:
         x = x[: args.limit]
+        y = None if y is None else y[: args.limit]
     x = x.astype(model.dtype, copy=False)
     binary = bool(np.all((x == 0) | (x == 1)))
     print(f"test targets: {words}", flush=True)
-    terms = negative_elbo(model, x)
+    if y is not None:
+        print("a conditional model: every number below is given the digit's label, a bound "
+              "on -log p(x|y), not on -log p(x)", flush=True)
+    terms = negative_elbo(model, x, y=y)
     if model.config.kind != "vae":
         print(f"test reconstruction loss: {terms['loss']:.3f} nats over {len(x)} examples "
               "(an autoencoder: no importance-weighted bound or active units)")
         return 0
     print(f"test {objective_name(model)}: {terms['loss']:.3f} nats (reconstruction "
           f"{terms['rec']:.3f}, KL {terms['kl']:.3f}) over {len(x)} examples", flush=True)
-    est = iw_estimate(model, x, args.iw_samples, progress=not args.no_progress)
+    est = iw_estimate(model, x, args.iw_samples, y=y, progress=not args.no_progress)
     spread = (f"standard error {est.stderr:.3f}" if math.isfinite(est.stderr)
               else "no standard error from one example")
     numbers = f"{est.nll:.3f} nats, {spread} over {est.n} examples, {est.seconds:.1f}s"
@@ -466,8 +488,25 @@ def cmd_evaluate(args) -> int:
         print(f"importance-weighted bound, k={k}: {numbers} (an upper bound on the expected "
               "-log p(b) of binary digits b drawn from these grey levels; log p(b|z) is linear "
               "in b and log-mean-exp is convex)")
-    print(f"active units: {active_units(model, x)} of {model.config.latent_dim}")
+    print(f"active units: {active_units(model, x, y=y)} of {model.config.latent_dim}")
     return 0
+
+
+def _evaluate_labels(args, ckpt, n: int):
+    """The test labels a conditional model needs (MNIST's), or None for another model."""
+    from . import data
+
+    if not ckpt.model.config.num_classes:
+        return None
+    dataset = args.dataset or (ckpt.data or {}).get("dataset", "mnist")
+    if args.data is not None or dataset != "mnist":
+        source = f"--data {args.data}" if args.data is not None else f"--dataset {dataset}"
+        raise InputError(f"{args.checkpoint} is a conditional model: it reads each image's "
+                         f"label, and {source} has none; evaluate it on --dataset mnist")
+    y = data.load_mnist("test").y
+    if len(y) != n:
+        raise InputError(f"the MNIST test labels ({len(y)}) do not match its {n} images")
+    return y
 
 
 def cmd_sample(args) -> int:
@@ -483,12 +522,33 @@ def cmd_sample(args) -> int:
     if args.n < 1:
         raise InputError(f"-n must be >= 1; got {args.n}")
     shape = _image_shape(model.config.input_dim)
-    images = model.backend.asnumpy(model.sample(args.n, np.random.default_rng(args.seed)))
-    ax = image_grid(images, image_shape=shape, ncols=min(8, args.n),
-                    title=f"{args.n} samples from the prior")
+    n, digits, title = _sample_plan(model, args.n, args.digit)
+    images = model.backend.asnumpy(model.sample(n, np.random.default_rng(args.seed), digits))
+    ncols = 10 if digits is not None and args.digit is None else min(8, n)
+    ax = image_grid(images, image_shape=shape, ncols=ncols, title=title)
     save_figure(ax.figure, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _sample_plan(model, n: int, digit):
+    """``(n, labels, title)``: what to draw from ``model``'s prior.
+
+    A conditional model draws ``digit`` n times, or, with no digit asked for, the
+    digits 0-9 in turn (one column each): n rounded up to a multiple of 10.
+    """
+    C = model.config.num_classes
+    if not C:
+        if digit is not None:
+            raise InputError("--digit needs a conditional model (train --conditional); this "
+                             "one draws from p(z) alone")
+        return n, None, f"{n} samples from the prior"
+    if digit is not None:
+        if not 0 <= digit < C:
+            raise InputError(f"--digit must be one of 0..{C - 1}; got {digit}")
+        return n, np.full(n, digit), f"{n} samples of the digit {digit}, z from the prior"
+    n = -(-n // C) * C
+    return n, np.arange(n) % C, f"{n} samples, z from the prior; column j is the digit j"
 
 
 def cmd_bench(args) -> int:
@@ -548,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=int, default=20, help="K (default: 20)")
     p.add_argument("--hidden", type=int, nargs="+", default=[400],
                    help="hidden layer widths (default: 400)")
+    p.add_argument("--conditional", action="store_true",
+                   help="a conditional VAE (or autoencoder): the digit's label, one-hot, is "
+                        "concatenated to the encoder's and the decoder's inputs (MNIST only)")
     p.add_argument("--activation", default="relu", choices=("relu", "tanh"),
                    help="of every hidden layer (default: relu; the IWAE paper uses tanh)")
     p.add_argument("--likelihood", default="bernoulli",
@@ -629,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--digit", type=int, default=None, metavar="D",
+                   help="a conditional model: draw this digit (default: each digit in turn)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("bench", help="time training: numba path, reference, GEMM floor, JAX, "

@@ -21,12 +21,24 @@ def _batches(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
-def negative_elbo(model, x, *, batch_size: int = 1000, rng=EVAL_SEED) -> dict[str, float]:
+def _labels(model, y, n: int):
+    """``y`` checked once for the whole set (None for an unconditional model), on the device."""
+    model.condition(y, n)
+    return None if y is None else model.backend.xp.asarray(y)
+
+
+def _rows(y, s):
+    return None if y is None else y[s]
+
+
+def negative_elbo(model, x, *, y=None, batch_size: int = 1000,
+                  rng=EVAL_SEED) -> dict[str, float]:
     """Mean loss, reconstruction term and KL term over ``x``, in nats per example.
 
     For a VAE this is ``-ELBO`` (with the model's ``beta``) estimated with one draw
     of ``eps`` per example from ``rng`` (a seed or a Generator), so two calls with
     the same seed agree exactly. For an autoencoder it is the reconstruction loss.
+    A conditional model needs the labels ``y`` (and gives -log p(x|y)'s bound).
     """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     xp = model.backend.xp
@@ -34,9 +46,11 @@ def negative_elbo(model, x, *, batch_size: int = 1000, rng=EVAL_SEED) -> dict[st
     model.check_input(x)
     totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
     n = x.shape[0]
+    y = _labels(model, y, n)
     for s in _batches(n, batch_size):
         xb = x[s]
-        _, terms, _ = model.forward(xb, model.noise(xb.shape[0], rng), check=False)
+        _, terms, _ = model.forward(xb, model.noise(xb.shape[0], rng), y=_rows(y, s),
+                                    check=False)
         for key in totals:
             totals[key] += terms[key] * xb.shape[0]
     return {key: value / n for key, value in totals.items()}
@@ -59,7 +73,7 @@ def _require_vae(model, what: str) -> None:
         raise ConfigError(f"{what} needs a VAE; an autoencoder has no q(z|x)")
 
 
-def log_importance_weights(model: VAE, x, k: int, rng: np.random.Generator):
+def log_importance_weights(model: VAE, x, k: int, rng: np.random.Generator, y=None):
     """``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)`` for k draws z_i ~ q(z|x).
 
     Returns a (k, N) float64 array; ``logsumexp(log_w, 0) - log k`` is the
@@ -69,7 +83,7 @@ def log_importance_weights(model: VAE, x, k: int, rng: np.random.Generator):
     from .objectives import iwae_log_weights
 
     eps = rng.standard_normal((k, x.shape[0], model.config.latent_dim), dtype=model.dtype)
-    log_w, _ = iwae_log_weights(model, x, model.backend.asarray(eps))
+    log_w, _ = iwae_log_weights(model, x, model.backend.asarray(eps), y=y)
     return model.backend.asnumpy(log_w).astype(np.float64)
 
 
@@ -90,7 +104,7 @@ class IWEstimate:
         return -self.log_likelihood
 
 
-def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 20000,
+def iw_estimate(model: VAE, x, k: int = 100, *, y=None, rng=EVAL_SEED, max_rows: int = 20000,
                 progress: bool = False) -> IWEstimate:
     """Importance-weighted estimate of log p(x) (Burda et al., 2016), nats per example.
 
@@ -98,6 +112,7 @@ def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 2
     the ELBO at k = 1. Memory stays bounded for any k: at most ``max_rows`` images are
     decoded at once, the k samples taken in chunks and combined by a running
     log-sum-exp. Papers report ``-log p(x)`` at k = 5000 over the 10,000 test digits.
+    A conditional model needs the labels ``y``; its bound is on log p(x|y).
 
     Returns
     -------
@@ -115,6 +130,7 @@ def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 2
     x = xp.asarray(x)
     model.check_input(x)
     n = x.shape[0]
+    y = _labels(model, y, n)
     batch = max(1, min(n, max_rows // k))       # examples at once
     chunk = max(1, min(k, max_rows // batch))   # samples at once
     out = np.empty(n)
@@ -125,7 +141,7 @@ def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 2
         m = np.full(xb.shape[0], -np.inf)
         acc = np.zeros(xb.shape[0])             # sum_i exp(log w_i - m)
         for c in range(0, k, chunk):
-            log_w = log_importance_weights(model, xb, min(chunk, k - c), rng)
+            log_w = log_importance_weights(model, xb, min(chunk, k - c), rng, y=_rows(y, s))
             m_new = np.maximum(m, log_w.max(axis=0))
             acc = acc * np.exp(m - m_new) + np.exp(log_w - m_new).sum(axis=0)
             m = m_new
@@ -139,10 +155,10 @@ def iw_estimate(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 2
     return IWEstimate(float(out.mean()), stderr, k, n, seconds, out)
 
 
-def iw_log_likelihood(model: VAE, x, k: int = 100, *, rng=EVAL_SEED, max_rows: int = 20000,
-                      per_example: bool = False):
+def iw_log_likelihood(model: VAE, x, k: int = 100, *, y=None, rng=EVAL_SEED,
+                      max_rows: int = 20000, per_example: bool = False):
     """The mean (or, with ``per_example``, the (N,) values) of :func:`iw_estimate`."""
-    est = iw_estimate(model, x, k, rng=rng, max_rows=max_rows)
+    est = iw_estimate(model, x, k, y=y, rng=rng, max_rows=max_rows)
     return est.per_example if per_example else est.log_likelihood
 
 
@@ -155,19 +171,21 @@ def progress_bar(total: int, desc: str, enabled: bool, mininterval: float = 1.0)
     return tqdm(total=total, desc=desc, leave=False, mininterval=mininterval)
 
 
-def kl_per_dimension(model: VAE, x, *, batch_size: int = 1000) -> np.ndarray:
+def kl_per_dimension(model: VAE, x, *, y=None, batch_size: int = 1000) -> np.ndarray:
     """Mean KL(q(z_k|x) || N(0, 1)) of each latent unit over ``x``, shape (K,)."""
     _require_vae(model, "the KL per dimension")
     xp = model.backend.xp
     x = xp.asarray(x)
     total = np.zeros(model.config.latent_dim)
+    y = _labels(model, y, x.shape[0])
     for s in _batches(x.shape[0], batch_size):
-        mu, log_var = model.encode(x[s])
+        mu, log_var = model.encode(x[s], _rows(y, s))
         total += model.backend.asnumpy(losses.kl_per_dim(mu, log_var).sum(axis=0))
     return total / x.shape[0]
 
 
-def active_units(model: VAE, x, *, threshold: float = 0.01, batch_size: int = 1000) -> int:
+def active_units(model: VAE, x, *, y=None, threshold: float = 0.01,
+                 batch_size: int = 1000) -> int:
     """Latent units whose mean code varies with the input: Var_x(E_q[z_u]) > threshold.
 
     The measure of Burda et al. (2016): the *variance* over the data (not the
@@ -178,7 +196,9 @@ def active_units(model: VAE, x, *, threshold: float = 0.01, batch_size: int = 10
     _require_vae(model, "active units")
     xp = model.backend.xp
     x = xp.asarray(x)
-    mus = [model.backend.asnumpy(model.encode(x[s])[0]) for s in _batches(x.shape[0], batch_size)]
+    y = _labels(model, y, x.shape[0])
+    mus = [model.backend.asnumpy(model.encode(x[s], _rows(y, s))[0])
+           for s in _batches(x.shape[0], batch_size)]
     variance = np.concatenate(mus).astype(np.float64).var(axis=0)
     return int((variance > threshold).sum())
 

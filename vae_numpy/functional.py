@@ -134,3 +134,28 @@ def reparameterize_backward(dz, cache):
     dmu = dz
     dlog_var = dz * eps * (0.5 * std)
     return dmu, dlog_var
+
+
+def one_hot(y, num_classes: int, dtype):
+    """Labels ``y`` (N,) of integers in ``[0, num_classes)`` as rows of a (N, C) identity."""
+    xp = array_module(y)
+    return (y[:, None] == xp.arange(num_classes)[None, :]).astype(dtype)
+
+
+def concat_forward(a, c):
+    """The columns of ``a`` (N, A) then those of ``c`` (N, C): the (N, A + C) input of a layer.
+
+    A conditional model reads its label this way: the encoder sees ``[x, c]`` and the
+    decoder ``[z, c]``, with ``c`` the one-hot label. The cache is the split point A.
+    """
+    return array_module(a).concatenate([a, c], axis=1), a.shape[1]
+
+
+def concat_backward(dout, cache):
+    """Gradients of :func:`concat_forward`: the columns of ``dout`` shared back, ``(da, dc)``.
+
+    Each output column is a copy of one input column, so its gradient goes to that
+    column alone: ``da = dout[:, :A]`` and ``dc = dout[:, A:]``.
+    """
+    split = cache
+    return dout[:, :split], dout[:, split:]

@@ -81,6 +81,9 @@ def supports(model) -> tuple[bool, str]:
         return False, f"backend {model.backend.name!r} does not use numba"
     if model.dtype != np.float32:
         return False, f"the fused step computes in float32; the model is {model.dtype}"
+    if model.config.num_classes:
+        return False, "the fused step has no label input; a conditional model takes the " \
+                      "readable path"
     if model.config.activation != "relu":
         return False, f"the fused step has ReLU layers only; got {model.config.activation}"
     if model.config.likelihood == "continuous_bernoulli":

@@ -16,6 +16,15 @@ is read through the likelihood p(x|z):
   (:func:`vae_numpy.losses.continuous_bernoulli_nll`). Its mean image is
   :func:`vae_numpy.losses.continuous_bernoulli_mean`, not ``sigmoid(x_out)``.
 
+A *conditional* model (``num_classes = C > 0``, Sohn et al., 2015) also reads a
+label y, one-hot as ``c`` (N, C): the encoder's first layer sees the concatenation
+``[x, c]`` and the decoder's first layer ``[z, c]``, so q(z|x, y) and p(x|z, y), with
+the prior p(z) = N(0, I) unchanged. Every method that reads data or codes then takes
+the labels ``y`` (integers, shape (N,)); an unconditional model refuses them. The
+first layers' weights grow by C rows, ``enc.W1`` (D + C, H1) and ``dec.W1``
+(K + C, H_last); no parameter is added. Conditional models take the readable path,
+not the fused step.
+
 The loss is per example, averaged over the batch:
 ``loss = mean(rec + beta * kl)`` for the VAE (the negative ELBO when beta = 1)
 and ``loss = mean(rec)`` for the autoencoder.
@@ -26,12 +35,12 @@ Parameter names (the keys of ``model.params``, also used in checkpoints), for
 ==========================  ==================  ===================================
 name                        shape               role
 ==========================  ==================  ===================================
-``enc.W1``, ``enc.b1``      (D, H1), (H1,)      first encoder layer (activation)
+``enc.W1``, ``enc.b1``      (D [+ C], H1), ...  first encoder layer (activation)
 ``enc.W2``, ``enc.b2``      (H1, H2), (H2,)     next encoder layer, and so on
 ``enc.W_mu``, ``enc.b_mu``  (H_last, K), (K,)   VAE: mean of q(z|x)
 ``enc.W_log_var``, ...b..   (H_last, K), (K,)   VAE: log-variance of q(z|x)
 ``enc.W_z``, ``enc.b_z``    (H_last, K), (K,)   autoencoder: the code z
-``dec.W1``, ``dec.b1``      (K, H_last), ...    first decoder layer (activation)
+``dec.W1``, ``dec.b1``      (K [+ C], H_last)   first decoder layer (activation)
 ``dec.W_out``, ``dec.b_out`` (H1, D), (D,)      output layer (linear)
 ``dec.log_var_x``           (D,)                Gaussian decoder, learned variance
 ==========================  ==================  ===================================
@@ -98,6 +107,10 @@ class ModelConfig:
         pixel is ``max(exp(log_var_x / 2), gaussian_std_floor)``, so the likelihood
         stays bounded (:data:`GAUSSIAN_STD_FLOOR`, one grey level, by default; 0 turns
         the floor off).
+    num_classes : int
+        C > 0 makes the model conditional on a label in ``0 .. C - 1`` (one-hot,
+        concatenated to the encoder's and the decoder's inputs); 0, the default, is
+        an unconditional model.
     """
 
     kind: str = "vae"
@@ -109,6 +122,7 @@ class ModelConfig:
     beta: float = 1.0
     activation: str = "relu"
     gaussian_std_floor: float = GAUSSIAN_STD_FLOOR
+    num_classes: int = 0
     _checked: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -134,6 +148,10 @@ class ModelConfig:
         floor = self.gaussian_std_floor
         if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
             raise ConfigError(f"gaussian_std_floor must be a number >= 0; got {floor!r}")
+        c = self.num_classes
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+            raise ConfigError(f"num_classes must be an integer >= 0 (0: unconditional); "
+                              f"got {c!r}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0; got {self.beta!r}")
 
@@ -157,15 +175,17 @@ class ModelConfig:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter's name and shape, in storage order."""
         shapes: dict[str, tuple[int, ...]] = {}
-        sizes = (self.input_dim, *self.hidden_dims)
+        # a conditional model's first layers also read the one-hot label: C more rows
+        C = self.num_classes
+        sizes = (self.input_dim + C, *self.hidden_dims)
         for i in range(len(self.hidden_dims)):
             shapes[f"enc.W{i + 1}"] = (sizes[i], sizes[i + 1])
             shapes[f"enc.b{i + 1}"] = (sizes[i + 1],)
         heads = ("mu", "log_var") if self.kind == "vae" else ("z",)
         for head in heads:
-            shapes[f"enc.W_{head}"] = (sizes[-1], self.latent_dim)
+            shapes[f"enc.W_{head}"] = (sizes[-1], self.latent_dim)  # (D + C, K) if no hidden
             shapes[f"enc.b_{head}"] = (self.latent_dim,)
-        dec_sizes = (self.latent_dim, *reversed(self.hidden_dims))
+        dec_sizes = (self.latent_dim + C, *reversed(self.hidden_dims))
         for i in range(len(self.hidden_dims)):
             shapes[f"dec.W{i + 1}"] = (dec_sizes[i], dec_sizes[i + 1])
             shapes[f"dec.b{i + 1}"] = (dec_sizes[i + 1],)
@@ -302,6 +322,31 @@ class _MLPModel:
                     f" max {hi:g}. Scale pixels by 1/255."
                 )
 
+    def condition(self, y, n: int):
+        """The one-hot label ``c`` (n, C) a conditional model reads, or None for another.
+
+        Raises :class:`InputError` when a conditional model gets no labels, an
+        unconditional one gets some, or ``y`` is not n integers in ``0 .. C - 1``.
+        """
+        C = self.config.num_classes
+        if C == 0:
+            if y is not None:
+                raise InputError("this model is not conditional (num_classes = 0); call it "
+                                 "without labels y, or train a conditional one")
+            return None
+        if y is None:
+            raise InputError(f"this model is conditional on a label 0..{C - 1}: pass the "
+                             f"labels y, one integer per row")
+        xp = self.backend.xp
+        y = xp.asarray(y)
+        if y.shape != (n,) or y.dtype.kind not in "iu":
+            raise InputError(f"y must be {n} integer labels, shape ({n},); got shape "
+                             f"{y.shape}, dtype {y.dtype}")
+        if n and (int(y.min()) < 0 or int(y.max()) >= C):
+            raise InputError(f"labels y must lie in 0..{C - 1}; got min {int(y.min())}, max "
+                             f"{int(y.max())}")
+        return F.one_hot(y, C, self.dtype)
+
     def _check_noise(self, eps, n: int) -> None:
         K = self.config.latent_dim
         if getattr(eps, "shape", None) != (n, K):
@@ -310,11 +355,16 @@ class _MLPModel:
             raise InputError(f"eps has dtype {eps.dtype}; the model computes in {self.dtype}")
 
     # -- shared pieces --------------------------------------------------------
-    def _encoder_hidden(self, x):
-        """The encoder's hidden layers: returns the last hidden activation and the caches."""
+    def _encoder_hidden(self, x, c=None):
+        """The encoder's hidden layers on ``x`` (or ``[x, c]``): the last activation, caches.
+
+        Nothing upstream of the data and the label needs a gradient, so the
+        concatenation has no backward here (the first layer skips ``dx``).
+        """
         p = self.params
         act_forward = F.ACTIVATIONS[self.config.activation][0]
-        h, caches = x, []
+        h = x if c is None else F.concat_forward(x, c)[0]
+        caches = []
         for i in range(1, len(self.config.hidden_dims) + 1):
             a, lin_cache = F.linear_forward(h, p[f"enc.W{i}"], p[f"enc.b{i}"])
             h, act_cache = act_forward(a)
@@ -331,31 +381,39 @@ class _MLPModel:
                 da, lin_cache, input_grad=i > 1  # nothing upstream of x needs a gradient
             )
 
-    def decode(self, z):
-        """Decoder forward: ``x_out`` (logits, or Gaussian means), shape (N, D)."""
-        return self._decode(z)[0]
+    def decode(self, z, y=None):
+        """Decoder forward: ``x_out`` (logits, or Gaussian means), shape (N, D).
 
-    def _decode(self, z):
+        A conditional model needs the labels ``y`` to decode with.
+        """
+        return self._decode(z, self.condition(y, z.shape[0]))[0]
+
+    def _decode(self, z, c=None):
+        """Decoder forward from ``z`` (or ``[z, c]``): ``x_out`` and the cache."""
         p = self.params
         act_forward = F.ACTIVATIONS[self.config.activation][0]
-        h, caches = z, []
+        h, concat_cache = (z, None) if c is None else F.concat_forward(z, c)
+        caches = []
         for i in range(1, len(self.config.hidden_dims) + 1):
             a, lin_cache = F.linear_forward(h, p[f"dec.W{i}"], p[f"dec.b{i}"])
             h, act_cache = act_forward(a)
             caches.append((lin_cache, act_cache))
         x_out, out_cache = F.linear_forward(h, p["dec.W_out"], p["dec.b_out"])
-        return x_out, (caches, out_cache)
+        return x_out, (caches, out_cache, concat_cache)
 
     def _decode_backward(self, dx_out, cache):
         """Decoder backward; fills the decoder's gradients and returns ``dz``."""
         g = self.grads
-        caches, out_cache = cache
+        caches, out_cache, concat_cache = cache
         dh, g["dec.W_out"][...], g["dec.b_out"][...] = F.linear_backward(dx_out, out_cache)
         act_backward = F.ACTIVATIONS[self.config.activation][1]
         for i in range(len(caches), 0, -1):
             lin_cache, act_cache = caches[i - 1]
             da = act_backward(dh, act_cache)
             dh, g[f"dec.W{i}"][...], g[f"dec.b{i}"][...] = F.linear_backward(da, lin_cache)
+        if concat_cache is not None:
+            # the first layer read [z, c]: z's gradient is its columns; the label's is dropped
+            dh, _ = F.concat_backward(dh, concat_cache)
         return dh
 
     def log_var_x(self):
@@ -418,7 +476,8 @@ class _MLPModel:
             raise ConfigError(f"beta must be a finite number >= 0; got {beta!r}")
         return beta
 
-    def loss_and_grads(self, x, eps=None, *, check: bool = True, beta: float | None = None):
+    def loss_and_grads(self, x, eps=None, *, y=None, check: bool = True,
+                       beta: float | None = None):
         """One forward and backward pass: ``(loss, terms, grads)``.
 
         ``grads`` is ``model.grads`` (name -> array), overwritten by each call.
@@ -428,15 +487,16 @@ class _MLPModel:
         With numba on (backend ``numpy``) and a float32 Bernoulli model, this runs
         :class:`vae_numpy.fused.FusedStep`: the same arithmetic as
         :meth:`forward` then :meth:`backward`, in preallocated buffers with fused
-        kernels. Everything else takes the readable path below.
+        kernels. Everything else takes the readable path below, a conditional model
+        (labels ``y``) included.
         """
-        if self.backend.use_numba and isinstance(x, np.ndarray):
+        if self.backend.use_numba and isinstance(x, np.ndarray) and y is None:
             from .fused import fused_step_for
 
             step = fused_step_for(self)
             if step is not None and x.dtype == self.dtype:
                 return step(x, eps, check=check, beta=beta)
-        loss, terms, cache = self.forward(x, eps, check=check, beta=beta)
+        loss, terms, cache = self.forward(x, eps, y=y, check=check, beta=beta)
         return loss, terms, self.backward(cache)
 
 
@@ -448,23 +508,24 @@ class Autoencoder(_MLPModel):
 
     kind = "ae"
 
-    def encode(self, x):
-        """The code ``z`` of each input, shape (N, K)."""
-        h, _ = self._encoder_hidden(x)
+    def encode(self, x, y=None):
+        """The code ``z`` of each input, shape (N, K) (labels ``y`` if conditional)."""
+        h, _ = self._encoder_hidden(x, self.condition(y, x.shape[0]))
         return F.linear_forward(h, self.params["enc.W_z"], self.params["enc.b_z"])[0]
 
     def noise(self, n: int, rng) -> None:
         """An autoencoder draws no noise; kept so training loops treat both models alike."""
         return None
 
-    def forward(self, x, eps=None, *, check: bool = True, beta: float | None = None):
+    def forward(self, x, eps=None, *, y=None, check: bool = True, beta: float | None = None):
         """Loss ``mean(rec)``, the terms as floats, and the cache for :meth:`backward`."""
         self._kl_weight(beta)                 # an autoencoder takes no KL weight: refuse one
         if check:
             self.check_input(x)
-        h, enc_caches = self._encoder_hidden(x)
+        c = self.condition(y, x.shape[0])
+        h, enc_caches = self._encoder_hidden(x, c)
         z, z_cache = F.linear_forward(h, self.params["enc.W_z"], self.params["enc.b_z"])
-        x_out, dec_cache = self._decode(z)
+        x_out, dec_cache = self._decode(z, c)
         rec = self.reconstruction_nll(x_out, x)
         loss = rec.mean()
         terms = {"loss": float(loss), "rec": float(loss), "kl": 0.0}
@@ -493,15 +554,15 @@ class VAE(_MLPModel):
 
     kind = "vae"
 
-    def encode(self, x):
-        """Mean and log-variance of q(z|x), each (N, K)."""
-        mu, log_var, _ = self._encode(x)
+    def encode(self, x, y=None):
+        """Mean and log-variance of q(z|x) (q(z|x, y) if conditional), each (N, K)."""
+        mu, log_var, _ = self._encode(x, self.condition(y, x.shape[0]))
         return mu, log_var
 
-    def _encode(self, x):
-        """``mu, log_var`` and the cache for :meth:`_encode_backward`."""
+    def _encode(self, x, c=None):
+        """``mu, log_var`` and the cache for :meth:`_encode_backward` (``c``: one-hot label)."""
         p = self.params
-        h, enc_caches = self._encoder_hidden(x)
+        h, enc_caches = self._encoder_hidden(x, c)
         mu, mu_cache = F.linear_forward(h, p["enc.W_mu"], p["enc.b_mu"])
         log_var, log_var_cache = F.linear_forward(h, p["enc.W_log_var"], p["enc.b_log_var"])
         return mu, log_var, (enc_caches, mu_cache, log_var_cache)
@@ -522,7 +583,7 @@ class VAE(_MLPModel):
         eps = rng.standard_normal((n, self.config.latent_dim), dtype=self.dtype)
         return self.backend.asarray(eps)
 
-    def forward(self, x, eps, *, check: bool = True, beta: float | None = None):
+    def forward(self, x, eps, *, y=None, check: bool = True, beta: float | None = None):
         """The negative ELBO (with ``beta``) averaged over the batch.
 
         Parameters
@@ -531,6 +592,8 @@ class VAE(_MLPModel):
         eps : (N, K) array
             The noise of the reparameterization; pass it in so a step is
             deterministic (``model.noise(N, rng)`` draws it).
+        y : (N,) integer array, optional
+            The labels, for a conditional model (``num_classes > 0``) only.
         beta : float, optional
             The KL weight of this step; ``config.beta`` when not given.
 
@@ -546,9 +609,10 @@ class VAE(_MLPModel):
         if check:
             self.check_input(x)
             self._check_noise(eps, x.shape[0])
-        mu, log_var, enc_cache = self._encode(x)
+        c = self.condition(y, x.shape[0])
+        mu, log_var, enc_cache = self._encode(x, c)
         z, z_cache = F.reparameterize_forward(mu, log_var, eps)
-        x_out, dec_cache = self._decode(z)
+        x_out, dec_cache = self._decode(z, c)
         rec = self.reconstruction_nll(x_out, x)
         kl = losses.kl_divergence(mu, log_var)
         beta = self._kl_weight(beta)
@@ -578,15 +642,20 @@ class VAE(_MLPModel):
         self._encode_backward(dmu, dlog_var, enc_cache)
         return self.grads
 
-    def sample(self, n: int, rng: np.random.Generator):
-        """Decode ``n`` draws from the prior; returns the mean images, (n, D)."""
-        z = self.noise(n, rng)
-        return self.mean_image(self.decode(z))
+    def sample(self, n: int, rng: np.random.Generator, y=None):
+        """Decode ``n`` draws from the prior; returns the mean images, (n, D).
 
-    def reconstruct(self, x):
+        A conditional model draws the digits ``y``: one label for all n, or n labels.
+        """
+        z = self.noise(n, rng)
+        if y is not None and np.ndim(y) == 0:
+            y = np.full(n, y) if isinstance(y, (int, np.integer)) else y
+        return self.mean_image(self.decode(z, y))
+
+    def reconstruct(self, x, y=None):
         """Decode each input's mean code ``mu``; returns the mean images, (N, D)."""
-        mu, _ = self.encode(x)
-        return self.mean_image(self.decode(mu))
+        mu, _ = self.encode(x, y)
+        return self.mean_image(self.decode(mu, y))
 
 
 def make_model(config: ModelConfig, rng=0, **kwargs) -> _MLPModel:

@@ -206,8 +206,9 @@ class ELBO:
                               f"{model.config.beta:g}; give a warm-up of at most {epochs} "
                               "epochs, or train longer")
 
-    def loss_and_grads(self, model, x, eps, *, check: bool = False, beta: float | None = None):
-        return model.loss_and_grads(x, eps, check=check, beta=beta)
+    def loss_and_grads(self, model, x, eps, *, y=None, check: bool = False,
+                       beta: float | None = None):
+        return model.loss_and_grads(x, eps, y=y, check=check, beta=beta)
 
     def settings(self) -> dict:
         return {"name": self.name, "k": self.k, "kl_warmup": self.kl_warmup}
@@ -260,7 +261,8 @@ class FreeBits(ELBO):
                       f"{kl_warmup_beta(1, self.kl_warmup, beta):.3g} to {beta:g})")
         return words
 
-    def loss_and_grads(self, model, x, eps, *, check: bool = False, beta: float | None = None):
+    def loss_and_grads(self, model, x, eps, *, y=None, check: bool = False,
+                       beta: float | None = None):
         """``(loss, terms, grads)``: the free-bits loss, gradients in ``model.grads``.
 
         ``terms`` holds ``loss`` (the objective), ``rec`` and ``kl`` (the KL itself,
@@ -273,10 +275,11 @@ class FreeBits(ELBO):
         xp = model.backend.xp
         beta = model._kl_weight(beta)
         lam = self.free_bits
+        c = model.condition(y, n)                            # None unless conditional
         # forward
-        mu, log_var, enc_cache = model._encode(x)
+        mu, log_var, enc_cache = model._encode(x, c)
         z, z_cache = F.reparameterize_forward(mu, log_var, eps)
-        x_out, dec_cache = model._decode(z)
+        x_out, dec_cache = model._decode(z, c)
         rec = model.reconstruction_nll(x_out, x)
         kl = losses.kl_per_dim(mu, log_var)                  # (N, K)
         kl_term, kl_mean = free_bits_kl(kl, lam)
@@ -324,7 +327,7 @@ class IWAE:
     def settings(self) -> dict:
         return {"name": self.name, "k": self.k}
 
-    def loss_and_grads(self, model, x, eps, *, check: bool = False):
+    def loss_and_grads(self, model, x, eps, *, y=None, check: bool = False):
         """``(loss, terms, grads)``: ``loss = -mean_n L_k(x_n)``, gradients in ``model.grads``.
 
         ``terms`` holds ``loss``, and ``rec`` and ``kl`` averaged over the k samples
@@ -333,7 +336,7 @@ class IWAE:
         if check:
             model.check_input(x)
         k, n, _ = eps.shape
-        log_w, cache = iwae_log_weights(model, x, eps)
+        log_w, cache = iwae_log_weights(model, x, eps, y=y)
         xp = model.backend.xp
         m = log_w.max(axis=0)
         w = xp.exp(log_w - m)
@@ -348,7 +351,7 @@ class IWAE:
         return loss, terms, model.grads
 
 
-def iwae_log_weights(model, x, eps):
+def iwae_log_weights(model, x, eps, y=None):
     """``log w_i`` for each example and sample, shape (k, N), and a cache for the backward.
 
     ``log w = -rec + log p(z) - log q(z|x)`` with ``z = mu + std * eps``, so
@@ -359,13 +362,18 @@ def iwae_log_weights(model, x, eps):
     model : VAE
     x : (N, D) array
     eps : (k, N, K) array
+    y : (N,) integer array, optional
+        The labels, for a conditional model: every sample of an example is decoded
+        with its label.
     """
     k, n, K = eps.shape
     xp = model.backend.xp
-    mu, log_var, enc_cache = model._encode(x)
+    c = model.condition(y, n)
+    mu, log_var, enc_cache = model._encode(x, c)
     std = xp.exp(0.5 * log_var)
     z = mu + std * eps                                       # (k, N, K)
-    x_out, dec_cache = model._decode(z.reshape(k * n, K))
+    c_rep = None if c is None else xp.broadcast_to(c, (k, *c.shape)).reshape(k * n, -1)
+    x_out, dec_cache = model._decode(z.reshape(k * n, K), c_rep)
     x_rep = xp.broadcast_to(x, (k, *x.shape)).reshape(k * n, -1)
     rec = model.reconstruction_nll(x_out, x_rep).reshape(k, n)
     log_pz = -0.5 * (LOG_2PI + z * z).sum(axis=-1)

@@ -82,7 +82,7 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         resume: str | Path | None = None, history: History | None = None,
         log: Callable[[str], None] | None = None, objective=None,
         lr_schedule: Callable[[int], float] | None = None,
-        data_info: dict | None = None) -> History:
+        data_info: dict | None = None, y=None, y_test=None) -> History:
     """Train ``model`` in place on ``x`` for ``epochs`` epochs.
 
     Parameters
@@ -133,6 +133,9 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
     data_info : dict, optional
         How the data were made (dataset, protocol, seed), stored in checkpoints so
         that evaluation can use the matching test targets.
+    y, y_test : (N,) and (M,) integer arrays, optional
+        The labels of ``x`` and ``x_test``, for a conditional model only (required
+        there): each minibatch's labels go with its images.
 
     Returns
     -------
@@ -159,9 +162,12 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
     xp = model.backend.xp
     x = xp.asarray(x)
     model.check_input(x)  # once for the whole set, not every step
+    model.condition(y, x.shape[0])        # labels if and only if the model is conditional
+    y = None if y is None else xp.asarray(y)
     if x_test is not None:
         x_test = xp.asarray(x_test)
         model.check_input(x_test)
+        model.condition(y_test, x_test.shape[0])
     if optimizer is None:
         optimizer = make_optimizer(model, "adam", lr)
     history = history if history is not None else History()
@@ -189,15 +195,18 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
             optimizer.lr = float(lr_schedule(epoch))
         # the KL weight of the epoch (from the epoch number alone, so a resume agrees)
         beta = schedule(model, epoch) if schedule is not None else None
-        weight = {} if beta is None else {"beta": beta}
+        step_kw = {} if beta is None else {"beta": beta}
         sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
         bar = progress_bar(steps_per_epoch, f"epoch {epoch}/{epochs}", progress, 0.5)
         for step, idx in enumerate(minibatches(n, batch_size, rng), start=1):
-            xb = x[xp.asarray(idx)] if xp is not np else x[idx]
+            rows = xp.asarray(idx) if xp is not np else idx
+            xb = x[rows]
+            if y is not None:
+                step_kw["y"] = y[rows]
             if binarize == "dynamic":
                 xb = xp.asarray(dynamic_binarize(model.backend.asnumpy(xb), rng))
             eps = objective.noise(model, xb.shape[0], rng)
-            _, terms, grads = objective.loss_and_grads(model, xb, eps, **weight)
+            _, terms, grads = objective.loss_and_grads(model, xb, eps, **step_kw)
             if not math.isfinite(terms["loss"]):
                 raise NonFiniteError(_diverged_message(epoch, step, terms, optimizer, checkpoint,
                                                        kept, resumed_from))
@@ -217,7 +226,8 @@ def fit(model, x, *, epochs: int = 10, batch_size: int = 128, optimizer=None, lr
         row = {"epoch": epoch, "seconds": seconds, "beta": math.nan if beta is None else beta}
         row.update({f"train_{k}": v / n for k, v in sums.items()})
         if x_test is not None:
-            row.update({f"test_{k}": v for k, v in negative_elbo(model, x_test).items()})
+            row.update({f"test_{k}": v
+                        for k, v in negative_elbo(model, x_test, y=y_test).items()})
         history.append(**row)
         if log is not None:
             log(_epoch_line(row, model, show_beta=bool(getattr(objective, "kl_warmup", 0))))
@@ -347,6 +357,9 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
         alone, say every digit but 9 to hold a class out for anomaly detection. The
         ``limit`` applies after the selection. Part of the key.
 
+    A conditional configuration (``num_classes > 0``) trains on the images with
+    their labels (MNIST: the digit).
+
     Returns
     -------
     model : VAE or Autoencoder
@@ -381,9 +394,13 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
             return ckpt.model, History.from_dict(ckpt.history)
         except Exception:  # a damaged cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
-    x, x_test = _cached_dataset(dataset, digits)
+    (x, y), (x_test, y_test) = _cached_dataset(dataset, digits)
+    if config.num_classes and y is None:
+        raise ConfigError(f"a conditional model needs labels; the {dataset!r} set has none "
+                          "(use dataset='mnist')")
     if limit is not None:
-        x = x[:limit]
+        x, y = x[:limit], None if y is None else y[:limit]
+    labels = {"y": y, "y_test": y_test} if config.num_classes else {}
     data_info = None
     if binarize == "dynamic":
         from .data import DYNAMIC_TEST_SEED, binarize_split
@@ -394,7 +411,7 @@ def train_cached(config, *, dataset: str = "mnist", epochs: int = 10, batch_size
     model = make_model(config, np.random.default_rng(seed), backend=backend)
     history = fit(model, x, epochs=epochs, batch_size=batch_size, lr=lr, rng=seed,
                   x_test=x_test, progress=progress, objective=objective, binarize=binarize,
-                  data_info=data_info)
+                  data_info=data_info, **labels)
     save_checkpoint(path, model, epoch=epochs, history=history.to_dict(), data=data_info,
                     objective=_objective_settings(objective))
     return model, history
@@ -419,12 +436,14 @@ def _cached_dataset(dataset: str, digits: list[int] | None = None):
     from .data import load_mnist
     from .handwriting import make_handwriting
 
+    """``(x, y), (x_test, y_test)``: images and labels (None where a set has none)."""
     if dataset == "mnist":
         train, test = load_mnist("train"), load_mnist("test")
         if digits is None:
-            return train.x, test.x
-        return (train.x[np.isin(train.y, digits)], test.x[np.isin(test.y, digits)])
+            return (train.x, train.y), (test.x, test.y)
+        keep, keep_test = np.isin(train.y, digits), np.isin(test.y, digits)
+        return (train.x[keep], train.y[keep]), (test.x[keep_test], test.y[keep_test])
     if dataset == "handwriting":
         ds, _ = make_handwriting(12000, np.random.default_rng(0))
-        return ds.x[:10000], ds.x[10000:]
+        return (ds.x[:10000], None), (ds.x[10000:], None)
     raise ConfigError(f"dataset must be 'mnist' or 'handwriting'; got {dataset!r}")
