@@ -171,3 +171,17 @@ def test_bench_cli_takes_the_new_switches():
     args = build_parser().parse_args(["bench", "--no-jax", "--paths", "jax,torch-fused-flush"])
     assert args.no_jax and args.paths == "jax,torch-fused-flush"
     assert {"jax", "torch-fused-flush"} <= set(bench.PATHS)
+
+
+@needs_numba
+def test_the_report_gives_each_ratio_once(tmp_path):
+    result = bench.run_benchmark(epochs=1, x=data(200), extras=False, pause=0.0,
+                                 paths=("numba", "reference"), log=lambda line: None)
+    value = result["ratios"]["numba/reference"]
+    assert "| numba/reference |" in bench.to_markdown(result)
+    # a ratio with a goal is shown in the goals table, and not again below it
+    result["goals"] = [{"ratio": "numba/reference", "what": "numba / reference",
+                        "value": value, "goal": 0.5, "met": value <= 0.5}]
+    text = bench.to_markdown(result)
+    assert text.count(f"{value:.2f} |") == 1 and "| numba / reference |" in text
+    assert "| numba/reference |" not in text

@@ -1369,9 +1369,12 @@ def to_markdown(result: dict) -> str:
             goal = "" if g["goal"] is None else (
                 f"<= {g['goal']:.2f} ({'met' if g['met'] else 'not met'})")
             lines.append(f"| {g['what']} | {g['value']:.2f} | {goal} |")
-    lines += ["", "| ratio of medians | value |", "|---|---:|"]
-    for k, v in result["ratios"].items():
-        lines.append(f"| {k} | {v:.2f} |")
+    # every other ratio, once: those with a goal are in the table above
+    shown = {g.get("ratio") for g in result.get("goals") or ()}
+    rest = {k: v for k, v in result["ratios"].items() if k not in shown}
+    if rest:
+        lines += ["", "| other ratios of medians | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in rest.items()]
     subn = {k: p["adam_subnormals"] for k, p in result["paths"].items()
             if "adam_subnormals" in p}
     if subn:
