@@ -234,7 +234,8 @@ def test_frames_explorer_shows_the_frame_of_its_factors(page, made_page):
 
 def test_answer_box_says_what_the_notebooks_checker_says(page, made_page):
     open_made(page, made_page)
-    for typed in (f"{CHECK.want:.3f}", "0.5", "0.45", "abc", "", f"{CHECK.want * 1.01:.4f}"):
+    for typed in (f"{CHECK.want:.3f}", "0.5", "0.45", "abc", "", f"{CHECK.want * 1.01:.4f}",
+                  "-inf", "inf", "nan", "-Infinity"):
         page.fill("#x6 input", typed)
         page.click("#x6 button")
         verdict = page.inner_text("#x6 .vae-verdict")

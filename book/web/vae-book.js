@@ -415,6 +415,13 @@
   function parseAnswer(text) {
     const t = String(text).trim().replace(/\u2212/g, "-");
     if (t === "") return {value: null, why: "Not answered yet: type a number."};
+    // what Python prints for a number that is not finite: NumberCheck's own message
+    if (/^[+-]?(inf|infinity|nan)$/i.test(t)) {
+      const shown = /nan/i.test(t) ? "nan" : (t[0] === "-" ? "-inf" : "inf");
+      return {value: null, why: "Got " + shown + ": the computation overflowed, took the " +
+                                "log of 0 (an exp that underflowed) or divided by zero " +
+                                "somewhere."};
+    }
     if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(t))
       return {value: null, why: "Expected one number (digits, a point, an optional exponent " +
                                 "such as 1.5e-3); got \u201c" + t + "\u201d."};
