@@ -649,7 +649,7 @@ class VAE(_MLPModel):
         """
         z = self.noise(n, rng)
         if y is not None and np.ndim(y) == 0:
-            y = np.full(n, y) if isinstance(y, (int, np.integer)) else y
+            y = np.full(n, y)            # one digit for all n (condition checks its type)
         return self.mean_image(self.decode(z, y))
 
     def reconstruct(self, x, y=None):
