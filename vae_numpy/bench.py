@@ -1315,19 +1315,72 @@ LABELS = {"numba": "NumPy + numba (default)", "reference": "NumPy reference (num
           "numba-threads": "NumPy + numba, kernels on 2 threads"}
 
 
-def to_markdown(result: dict) -> str:
-    """The benchmark's result as a Markdown report (tables and the machine it ran on)."""
+def machine_line(result: dict) -> str:
+    """One sentence: when and on what ``result`` was measured, and the load around it."""
     m = result["machine"]
     blas = m.get("blas", {})
+    return (f"Measured {m['date']} on {m['cpu']}, {m['usable_cores']} cores; "
+            f"NumPy {m['numpy']} with {blas.get('name', '?')} {blas.get('version', '')}"
+            f" ({blas.get('threads', result['threads'])} threads, kernel "
+            f"{blas.get('architecture', '?')}, OPENBLAS_CORETYPE {m['OPENBLAS_CORETYPE']}), "
+            f"numba {m['numba']}, PyTorch {m.get('torch') or 'not installed'}, "
+            f"JAX {m.get('jax') or 'not installed'}, "
+            f"Python {m['python']}. Load average before {m.get('load_average')}, after "
+            f"{result.get('load_average_after')}.")
+
+
+def run_sparse_study(*, batch_size: int = 128, seed: int = 0, reps: int = 50,
+                     rounds: int = 3, processes: int = 5, x=None) -> dict:
+    """:func:`vae_numpy.sparse_study.study` on the first batch an epoch with ``seed``
+    would train on (MNIST's training digits unless ``x`` is given), with the machine.
+
+    The study runs in ``processes`` fresh processes, one after the other: the rounds of
+    one process agree closely, but a kernel's ratio to BLAS moved by tenths from one
+    process to the next on the machine the book was built on (book/bench/sparse.md).
+    Each row reports the median over the processes and their range (``vs_range``);
+    ``runs_vs`` keeps every process's ratios.
+    """
+    import tempfile
+
+    from . import sparse_study
+    from .data import load_mnist
+    from .errors import InputError
+
+    if batch_size < 4 or batch_size % 4:
+        raise InputError(f"--batch-size must be a positive multiple of 4 for --sparse; "
+                         f"got {batch_size}")
+    if x is None:
+        x = load_mnist("train").x
+    if batch_size > x.shape[0]:
+        raise InputError(f"--batch-size {batch_size} is more than the {x.shape[0]} images")
+    order = np.random.default_rng(seed).permutation(x.shape[0])[:batch_size]
+    xb = np.ascontiguousarray(x[np.sort(order)], dtype=np.float32)
+    result = {"machine": machine_info(), "threads": blas_threads(), "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="vae-sparse-") as tmp:
+        path = Path(tmp) / "x.npy"
+        np.save(path, xb)
+        code = ("import json\nimport numpy as np\nfrom vae_numpy import sparse_study\n"
+                f"x = np.load({str(path)!r})\n"
+                f"res = sparse_study.study(x, reps={reps}, rounds={rounds}, seed={seed})\n"
+                "print(json.dumps(res))\n")
+        runs = [_run_python(code, {}) for _ in range(processes)]
+    result["sparse_study"] = sparse_study.combine(runs)
+    result["load_average_after"] = ([round(v, 2) for v in os.getloadavg()]
+                                    if hasattr(os, "getloadavg") else None)
+    return result
+
+
+def sparse_markdown(result: dict) -> str:
+    """The report of :func:`run_sparse_study`."""
+    from . import sparse_study
+
+    return sparse_study.to_markdown(result["sparse_study"], machine_line(result))
+
+
+def to_markdown(result: dict) -> str:
+    """The benchmark's result as a Markdown report (tables and the machine it ran on)."""
     lines = [
-        f"Measured {m['date']} on {m['cpu']}, {m['usable_cores']} cores; "
-        f"NumPy {m['numpy']} with {blas.get('name', '?')} {blas.get('version', '')}"
-        f" ({blas.get('threads', result['threads'])} threads, kernel "
-        f"{blas.get('architecture', '?')}, OPENBLAS_CORETYPE {m['OPENBLAS_CORETYPE']}), "
-        f"numba {m['numba']}, PyTorch {m.get('torch') or 'not installed'}, "
-        f"JAX {m.get('jax') or 'not installed'}, "
-        f"Python {m['python']}. Load average before {m.get('load_average')}, after "
-        f"{result.get('load_average_after')}.",
+        machine_line(result),
         "",
         f"Default VAE {result['config']['input_dim']}-"
         f"{'-'.join(map(str, result['config']['hidden_dims']))}-"
@@ -1424,11 +1477,13 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: dict, out_dir, name: str = "bench") -> tuple[Path, Path]:
-    """Write ``NAME.md`` and ``NAME.json`` into ``out_dir``; return their paths."""
+def write_outputs(result: dict, out_dir, name: str = "bench",
+                  render=None) -> tuple[Path, Path]:
+    """Write ``NAME.md`` (``render(result)``, default :func:`to_markdown`) and
+    ``NAME.json`` into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / f"{name}.md", out / f"{name}.json"
-    md.write_text(to_markdown(result))
+    md.write_text((render or to_markdown)(result))
     js.write_text(json.dumps(result, indent=1, default=float))
     return md, js

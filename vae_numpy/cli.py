@@ -554,10 +554,30 @@ def _sample_plan(model, n: int, digit):
 def cmd_bench(args) -> int:
     from .bench import run_benchmark, to_markdown, write_outputs
 
-    if args.epochs < 1:
-        raise InputError(f"--epochs must be >= 1; got {args.epochs}")
     if args.backend not in (None, "numpy"):
         raise InputError("bench compares the backends itself; leave out --backend")
+    if args.sparse:
+        from .bench import run_sparse_study, sparse_markdown
+
+        if args.paths is not None or args.quick:
+            raise InputError("--sparse times the first layer's kernels only; leave out "
+                             "--paths and --quick")
+        if args.gemm_reps < 1:
+            raise InputError(f"--gemm-reps must be >= 1; got {args.gemm_reps}")
+        if args.processes is None:
+            args.processes = 5
+        if args.processes < 1:
+            raise InputError(f"--processes must be >= 1; got {args.processes}")
+        result = run_sparse_study(batch_size=args.batch_size, seed=args.seed,
+                                  reps=args.gemm_reps, processes=args.processes)
+        md, js = write_outputs(result, args.out, name=args.name, render=sparse_markdown)
+        print(sparse_markdown(result))
+        print(f"wrote {md} and {js}")
+        return 0
+    if args.processes is not None:
+        raise InputError("--processes goes with --sparse only")
+    if args.epochs < 1:
+        raise InputError(f"--epochs must be >= 1; got {args.epochs}")
     from .bench import ALL_PATHS, PATHS
 
     paths = PATHS if args.paths is None else tuple(
@@ -720,7 +740,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="only the paths: no GEMM table, compilation or memory runs")
     p.add_argument("--gemm-reps", type=int, default=30,
-                   help="repetitions per GEMM shape (default: 30)")
+                   help="repetitions per GEMM shape, or per row of --sparse (default: 30)")
+    p.add_argument("--sparse", action="store_true",
+                   help="instead of training, time the sparse first layer step by step "
+                        "(vae_numpy.sparse_study: building the sparse form, unrolling, "
+                        "bounds checks, blocking, threads) against BLAS, on one batch")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="with --sparse: fresh processes to time it in, one after the other "
+                        "(default: 5)")
     p.add_argument("--seed", type=int, default=0, help="default: 0")
     p.add_argument("--out", default="bench-out", help="output folder (default: bench-out)")
     p.add_argument("--name", default="bench",
