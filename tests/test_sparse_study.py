@@ -93,6 +93,19 @@ def test_each_forward_kernel_gives_the_dense_product(kernel):
     np.testing.assert_allclose(out, dense(x, w, b), rtol=1e-5, atol=1e-5)
 
 
+def test_the_bounds_checked_kernel_checks_its_bounds():
+    # an index past W's last row: the checked copy refuses it (the library's kernel would
+    # read past the array); it must not share the library kernel's cached machine code
+    ip = np.array([0, 1], np.int64)
+    ix = np.array([5], np.int32)
+    iv = np.ones(1, np.float32)
+    w, b, out = np.ones((3, 16), np.float32), np.zeros(16, np.float32), np.empty((1, 16),
+                                                                               np.float32)
+    K._spmm_bias_act(np.array([0, 1], np.int64), np.array([2], np.int32), iv, w, b, out, 1)
+    with pytest.raises(IndexError):
+        S.spmm_rows4_checked(ip, ix, iv, w, b, out, 1)
+
+
 def test_the_csc_gradient_gives_x_transpose_d_in_any_split():
     x = batch()
     n, d = x.shape
@@ -108,7 +121,7 @@ def test_the_csc_gradient_gives_x_transpose_d_in_any_split():
 
 def test_the_study_checks_every_row_and_reports_it():
     x = data(16, 784, seed=3)
-    res = S.study(x, hidden=200, reps=1, rounds=2)
+    res = S.study(x, hidden=2 * S.BLOCK_COLS, reps=1, rounds=2)
     rows = res["rows"]
     assert {r["part"] for r in rows} == {"forward", "gradient"} and len(rows) == 19
     for r in rows:
@@ -129,7 +142,7 @@ def test_the_study_checks_every_row_and_reports_it():
 
 def test_the_study_refuses_a_batch_it_cannot_block():
     with pytest.raises(ValueError, match="multiple of 4 rows"):
-        S.study(data(10, 784), hidden=200, reps=1, rounds=1)
+        S.study(data(10, 784), hidden=2 * S.BLOCK_COLS, reps=1, rounds=1)
 
 
 def test_bench_sparse_writes_its_report(tmp_path):
@@ -137,6 +150,7 @@ def test_bench_sparse_writes_its_report(tmp_path):
                                     x=data(64, 784, seed=4))
     res = result["sparse_study"]
     assert res["processes"] == 2 and len(res["runs_vs"]) == 2 and res["batch"] == 16
+    assert all(r["round_spread"] == 0 for r in res["rows"])     # one round per process
     for i, row in enumerate(res["rows"]):     # the median of two runs, between them
         a, b = res["runs_vs"][0][i], res["runs_vs"][1][i]
         assert row["vs"] == pytest.approx((a + b) / 2) and row["vs_range"] == [min(a, b),

@@ -114,8 +114,32 @@ def _blas_info() -> dict:
                             library_version=pool.get("version"))
                 break
     except ImportError:
-        info["note"] = "threadpoolctl not installed: BLAS threads and kernel not read"
+        info.update(_openblas_query())
     return info
+
+
+def _openblas_query() -> dict:
+    """Threads and kernel from NumPy's bundled scipy-openblas itself, through ctypes:
+    what threadpoolctl reads, for when it is not installed."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__path__[0]), "numpy.libs",
+                                  "libscipy_openblas*.so*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+            for suffix in ("64_", ""):
+                threads = getattr(lib, f"scipy_openblas_get_num_threads{suffix}", None)
+                core = getattr(lib, f"scipy_openblas_get_corename{suffix}", None)
+                if threads is not None and core is not None:
+                    core.restype = ctypes.c_char_p
+                    return {"threads": int(threads()), "architecture": core().decode(),
+                            "source": f"asked {os.path.basename(path)} through ctypes"}
+        except OSError:
+            continue
+    return {"note": "threadpoolctl not installed and NumPy's OpenBLAS not found: BLAS "
+                    "threads and kernel not read"}
 
 
 def blas_threads() -> int:
@@ -1334,11 +1358,11 @@ def run_sparse_study(*, batch_size: int = 128, seed: int = 0, reps: int = 50,
     """:func:`vae_numpy.sparse_study.study` on the first batch an epoch with ``seed``
     would train on (MNIST's training digits unless ``x`` is given), with the machine.
 
-    The study runs in ``processes`` fresh processes, one after the other: the rounds of
-    one process agree closely, but a kernel's ratio to BLAS moved by tenths from one
-    process to the next on the machine the book was built on (book/bench/sparse.md).
-    Each row reports the median over the processes and their range (``vs_range``);
-    ``runs_vs`` keeps every process's ratios.
+    The study runs in ``processes`` fresh processes, one after the other: on the shared
+    machine the book was built on, a kernel's ratio to BLAS ranged over tenths across
+    processes (book/bench/sparse.md). Each row reports the median over the processes
+    and their range (``vs_range``), and the widest spread between the rounds of one
+    process (``round_spread``); ``runs_vs`` keeps every process's ratios.
     """
     import tempfile
 

@@ -570,7 +570,8 @@ def cmd_bench(args) -> int:
             raise InputError(f"--processes must be >= 1; got {args.processes}")
         result = run_sparse_study(batch_size=args.batch_size, seed=args.seed,
                                   reps=args.gemm_reps, processes=args.processes)
-        md, js = write_outputs(result, args.out, name=args.name, render=sparse_markdown)
+        md, js = write_outputs(result, args.out, name=args.name or "sparse",
+                               render=sparse_markdown)
         print(sparse_markdown(result))
         print(f"wrote {md} and {js}")
         return 0
@@ -591,7 +592,7 @@ def cmd_bench(args) -> int:
                            use_jax=not args.no_jax,
                            seed=args.seed, gemm_reps=args.gemm_reps, extras=not args.quick,
                            log=lambda line: print(line, flush=True), paths=paths)
-    md, js = write_outputs(result, args.out, name=args.name)
+    md, js = write_outputs(result, args.out, name=args.name or "bench")
     print()
     print(to_markdown(result))
     print(f"wrote {md} and {js}")
@@ -750,8 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 5)")
     p.add_argument("--seed", type=int, default=0, help="default: 0")
     p.add_argument("--out", default="bench-out", help="output folder (default: bench-out)")
-    p.add_argument("--name", default="bench",
-                   help="file names: NAME.md and NAME.json (default: bench)")
+    p.add_argument("--name", default=None,
+                   help="file names: NAME.md and NAME.json (default: bench, or sparse with "
+                        "--sparse)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

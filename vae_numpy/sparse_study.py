@@ -12,8 +12,9 @@ question the speed chapter asks has its own row:
 * whether the kernel is vectorized (the 512-bit multiply-adds in its machine code),
   and what unrolling (1, 4 or 8 non-zeros per pass over an output row) buys;
 * bounds checks (the same kernel compiled with ``boundscheck=True``);
-* blocking: ``W1`` cut into contiguous blocks of columns that fit in L2, and blocks of
-  four rows of ``x`` that load each used row of ``W1`` once for all four;
+* blocking: ``W1`` cut into contiguous blocks of 80 columns, a quarter of L2 each (the
+  rows of ``W1`` a batch reads, about 860 KB, nearly fill a 1 MB L2 by themselves), and
+  blocks of four rows of ``x`` that load each used row of ``W1`` once for all four;
 * two threads instead of one;
 * for the gradient, the library's CSR scatter against a CSC kernel that accumulates
   each row of the gradient once.
@@ -31,7 +32,8 @@ import numpy as np
 from . import kernels as K
 
 _F32 = np.float32
-BLOCK_COLS = 100      # W1 (784, 400) in 4 blocks of 100 columns: 314 KB each, inside L2
+BLOCK_COLS = 80       # W1 (784, 400) in 5 blocks of 80 columns (5 vectors of 16 floats,
+#                       no remainder): 251 KB each, a quarter of a 1 MB L2
 ROW_BLOCK = 4         # rows of x that share each load of a row of W1
 
 
@@ -218,8 +220,10 @@ spmm_rows8 = _jit(_rows8_py)
 spmm_col_blocks = _jit(_col_blocks_py)
 spmm_row_blocks = _jit(_row_block_fwd_py)
 csc_grad = _jit(_csc_grad_py)
-#: the library's four-per-pass forward kernel, compiled again with bounds checks on
-spmm_rows4_checked = (_jit(K._spmm_bias_act.py_func, boundscheck=True)
+#: the library's four-per-pass forward kernel, compiled again with bounds checks on.
+#: Never cached: numba's cache key leaves out the compile flags, so a cached copy could
+#: be the library's unchecked code (or the library's kernel this one).
+spmm_rows4_checked = (_jit(K._spmm_bias_act.py_func, boundscheck=True, cache=False)
                       if K.have_numba() else K._spmm_bias_act)
 
 
@@ -317,7 +321,7 @@ def study(x, *, hidden: int = 400, reps: int = 50, rounds: int = 5, seed: int = 
     fwd = {
         "BLAS, all 784 columns, then the bias and ReLU kernel":
             lambda o=outs["dense"]: (np.matmul(x, w, out=o), K._bias_act(o, b, True)),
-        f"BLAS on the used columns {lo}-{hi} (the fused step)":
+        f"BLAS on the {hi - lo} used columns, {lo} to {hi - 1} (the fused step)":
             lambda o=outs["range"]: (np.matmul(x[:, lo:hi], w[lo:hi], out=o),
                                     K._bias_act(o, b, True)),
         "CSR build, a branch per pixel (the library's)":
@@ -346,7 +350,7 @@ def study(x, *, hidden: int = 400, reps: int = 50, rounds: int = 5, seed: int = 
                               np.empty_like(cf))
     grad = {
         "BLAS, all 784 rows": lambda o=outs["gd"]: np.matmul(x.T, dd, out=o),
-        f"BLAS on the used rows {lo}-{hi} (the fused step)":
+        f"BLAS on the {hi - lo} used rows, {lo} to {hi - 1} (the fused step)":
             lambda o=outs["gr"]: (np.matmul(x[:, lo:hi].T, dd, out=o[lo:hi]),
                                               o[:lo].fill(0), o[hi:].fill(0)),
         "CSR scatter (the library's), CSR prebuilt":
@@ -394,6 +398,9 @@ def study(x, *, hidden: int = 400, reps: int = 50, rounds: int = 5, seed: int = 
         "rows": rows, "batch": n, "pixels": d, "hidden": hidden, "nnz": int(nnz),
         "density": int(nnz) / x.size, "used_range": [lo, hi],
         "row_block_pixels": int(nb), "w1_bytes": w.nbytes, "l2_bytes": _l2_bytes(),
+        "block_cols": BLOCK_COLS,
+        # the rows of W1 a batch reads at all: its pixels non-zero in some image
+        "used_pixels": int(np.count_nonzero((x != 0).any(axis=0))),
         "zmm_fmas": {"sparse, 4 per pass (the library's kernel)": zmm_fmas(K._spmm_bias_act),
                      "CSC gradient": zmm_fmas(csc_grad)},
         "reps": reps, "rounds": rounds,
@@ -413,6 +420,8 @@ def combine(runs: list[dict]) -> dict:
         rows.append({**row, "s": float(np.median([r["s"] for r in same])),
                      "vs": float(np.median([r["vs"] for r in same])),
                      "vs_range": [min(r["vs"] for r in same), max(r["vs"] for r in same)],
+                     # the widest spread of this row's ratios between rounds of one process
+                     "round_spread": max(r["vs_range"][1] - r["vs_range"][0] for r in same),
                      "rel_err": max(errs) if errs else None})
     return {**first, "rows": rows, "processes": len(runs),
             "runs_vs": [[r["vs"] for r in run["rows"]] for run in runs]}
@@ -422,10 +431,12 @@ def _how_timed(res: dict) -> str:
     rounds = (f"{res['rounds']} rounds, each calling every row of a table in turn "
               f"{res['reps']} times")
     if res.get("processes", 1) > 1:
+        spread = max(r["round_spread"] for r in res["rows"])
         return (f"{res['processes']} fresh processes, one after the other, each timing "
                 f"{rounds}; µs is the median over the processes of each row's median time, the "
                 "ratio the median of the processes' ratios, and the range their least and "
-                "greatest.")
+                f"greatest (within one process, a row's ratios differed by at most "
+                f"{spread:.2f} between rounds).")
     return (f"One process timing {rounds}; µs is the median over the rounds of each row's "
             "median time, the ratio the median of the rounds' ratios, and the range their "
             "least and greatest.")
@@ -441,8 +452,9 @@ def to_markdown(res: dict, machine: str = "") -> str:
     lines += [
         f"One batch of {n} MNIST training digits, {d} pixels, {res['nnz']:,} of them "
         f"non-zero ({res['density']:.1%}); W1 is {d} x {h} float32 "
-        f"({res['w1_bytes'] / 1e6:.2f} MB; L2 per core "
-        f"{'unknown' if l2 is None else f'{l2 / 1e6:.2f} MB'}). "
+        f"({res['w1_bytes'] / 1e6:.2f} MB, of which the batch reads the rows of its "
+        f"{res['used_pixels']} inked pixels, {res['used_pixels'] * h * 4 / 1e3:.0f} KB; L2 per "
+        f"core {'unknown' if l2 is None else f'{l2 / 1e6:.2f} MB'}). "
         f"{_how_timed(res)} A build "
         "row is the sparse form alone; a 'prebuilt' or kernel row leaves it out. Blocks of "
         f"{ROW_BLOCK} rows share each used W1 row: {res['row_block_pixels']:,} (pixel, block) "
