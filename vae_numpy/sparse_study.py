@@ -473,7 +473,7 @@ def to_markdown(res: dict, machine: str = "") -> str:
             err = "—" if r["rel_err"] is None else f"{r['rel_err']:.1e}"
             lo, hi = r["vs_range"]
             lines.append(f"| {r['name']} | {1e6 * r['s']:.0f} | {madds} | {rate} | "
-                         f"{r['vs']:.2f} | {lo:.2f}-{hi:.2f} | {err} |")
+                         f"{r['vs']:.2f} | {lo:.2f}–{hi:.2f} | {err} |")
         lines.append("")
     lib = next(r for r in res["rows"] if r["name"].startswith("sparse, 4 per pass (the"))
     traffic = res["nnz"] * h * 4
