@@ -200,8 +200,10 @@ def ensure_vendor() -> None:
 def cmd_book(args: list) -> int:
     ensure_venv()
     ensure_vendor()
-    code = run([BIN / "jupyter-book", "build", "--all", "-W", "-n", "--keep-going", ".", *args],
-               env=child_env())
+    # jupyter-book, with its kernel client waiting for replies in short slices
+    # (tools/jupyter_book_run.py says why)
+    code = run([PYTHON, ROOT / "tools" / "jupyter_book_run.py", "build", "--all", "-W", "-n",
+                "--keep-going", ".", *args], env=child_env())
     index = ROOT / "_build" / "html" / "index.html"
     print(f"\nThe book: {index}" if code == 0 else f"\nThe build failed (exit {code}).")
     return code
