@@ -158,10 +158,8 @@ def _col_blocks_py(indptr, indices, values, wb, b, out):
             k, e = indptr[i], indptr[i + 1]
             while k + 4 <= e:
                 a0, a1, a2, a3 = values[k], values[k + 1], values[k + 2], values[k + 3]
-                w0, w1 = wq[indices[k]], wq[indices[k + 1]]
-                w2, w3 = wq[indices[k + 2]], wq[indices[k + 3]]
-                for j in range(bw):
-                    o[j] += (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j])
+                K._add4(o, a0, wq[indices[k]], a1, wq[indices[k + 1]],
+                        a2, wq[indices[k + 2]], a3, wq[indices[k + 3]])
                 k += 4
             while k < e:
                 K._add1(o, values[k], wq[indices[k]])
@@ -203,9 +201,8 @@ def _csc_grad_py(colptr, rows, values, d, out, lo, hi):
         k, e = colptr[p], colptr[p + 1]
         while k + 4 <= e:
             a0, a1, a2, a3 = values[k], values[k + 1], values[k + 2], values[k + 3]
-            d0, d1, d2, d3 = d[rows[k]], d[rows[k + 1]], d[rows[k + 2]], d[rows[k + 3]]
-            for j in range(o.shape[0]):
-                o[j] += (a0 * d0[j] + a1 * d1[j]) + (a2 * d2[j] + a3 * d3[j])
+            K._add4(o, a0, d[rows[k]], a1, d[rows[k + 1]], a2, d[rows[k + 2]],
+                    a3, d[rows[k + 3]])
             k += 4
         while k < e:
             K._add1(o, values[k], d[rows[k]])
@@ -309,81 +306,72 @@ def study(x, *, hidden: int = 400, reps: int = 50, rounds: int = 5, seed: int = 
                   np.empty((n // ROW_BLOCK * d, ROW_BLOCK), _F32))
     nb = row_blocks(x, ROW_BLOCK, bp, bc, bv)
     sp = (ip, ix, iv)
-    keys_f = ["dense", "range", None, None, "r1", "r4", "r8", "r4c", "cb", "rb", None, "t2",
-              "lib"]
-    keys_g = ["gd", "gr", "gs", None, "gc", "gc2"]
-    outs = {k: np.empty((n, hidden), _F32) for k in keys_f if k}
-    outs.update({k: np.empty((d, hidden), _F32) for k in keys_g if k})
+    out_f = {k: np.empty((n, hidden), _F32)
+             for k in ("dense", "range", "r1", "r4", "r8", "r4c", "cb", "rb", "t2", "lib")}
+    out_g = {k: np.empty((d, hidden), _F32) for k in ("gd", "gr", "gs", "gc", "gc2")}
+    dense_madds = n * d * hidden
+    range_madds = n * (hi - lo) * hidden
+    sparse_madds = int(nnz) * hidden
 
     halves = _nnz_bounds(ip, 2)
     pix_halves = _nnz_bounds(cp, 2)
     p_ip, p_ix, p_iv = (np.empty_like(ip), np.empty_like(ix), np.empty_like(iv))
-    fwd = {
-        "BLAS, all 784 columns, then the bias and ReLU kernel":
-            lambda o=outs["dense"]: (np.matmul(x, w, out=o), K._bias_act(o, b, True)),
-        f"BLAS on the {hi - lo} used columns, {lo} to {hi - 1} (the fused step)":
-            lambda o=outs["range"]: (np.matmul(x[:, lo:hi], w[lo:hi], out=o),
-                                    K._bias_act(o, b, True)),
-        "CSR build, a branch per pixel (the library's)":
-            lambda: K._csr_from_dense(x, p_ip, p_ix, p_iv),
-        "CSR build, branchless": lambda: csr_branchless(x, p_ip, p_ix, p_iv),
-        "sparse, 1 non-zero per pass": lambda o=outs["r1"]: spmm_rows1(*sp, w, b, o),
-        "sparse, 4 per pass (the library's kernel)":
-            lambda o=outs["r4"]: K._spmm_bias_act(*sp, w, b, o, 1),
-        "sparse, 8 per pass": lambda o=outs["r8"]: spmm_rows8(*sp, w, b, o),
-        "sparse, 4 per pass, bounds checked":
-            lambda o=outs["r4c"]: spmm_rows4_checked(*sp, w, b, o, 1),
-        f"sparse, 4 per pass, W1 in blocks of {BLOCK_COLS} columns":
-            lambda o=outs["cb"]: spmm_col_blocks(*sp, wb, b, o),
-        f"row blocks of {ROW_BLOCK}: each used W1 row loaded once for {ROW_BLOCK} rows":
-            lambda o=outs["rb"]: spmm_row_blocks(bp, bc, bv, w, b, o),
-        "row-block build": lambda: row_blocks(x, ROW_BLOCK, bp, bc, bv),
-        "sparse, 4 per pass, rows split over 2 threads":
-            lambda o=outs["t2"]: K.run_split(K._spmm_bias_act, [
-                (ip[r0:r1 + 1], ix, iv, w, b, o[r0:r1], 1)
-                for r0, r1 in zip(halves[:-1], halves[1:])]),
-        "the library's build + 4 per pass (what using it costs)":
-            lambda o=outs["lib"]: K.spmm_bias_act(K.csr_from_dense(x, p_ip, p_ix, p_iv),
-                                                 w, b, o, True),
-    }
+    # each row: (name, its output in out_f / out_g or None for a build, multiply-adds, call)
+    fwd = [
+        ("BLAS, all 784 columns, then the bias and ReLU kernel", "dense", dense_madds,
+         lambda o=out_f["dense"]: (np.matmul(x, w, out=o), K._bias_act(o, b, True))),
+        (f"BLAS on the {hi - lo} used columns, {lo} to {hi - 1} (the fused step)", "range",
+         range_madds, lambda o=out_f["range"]: (np.matmul(x[:, lo:hi], w[lo:hi], out=o),
+                                                K._bias_act(o, b, True))),
+        ("CSR build, a branch per pixel (the library's)", None, 0,
+         lambda: K._csr_from_dense(x, p_ip, p_ix, p_iv)),
+        ("CSR build, branchless", None, 0, lambda: csr_branchless(x, p_ip, p_ix, p_iv)),
+        ("sparse, 1 non-zero per pass", "r1", sparse_madds,
+         lambda o=out_f["r1"]: spmm_rows1(*sp, w, b, o)),
+        ("sparse, 4 per pass (the library's kernel)", "r4", sparse_madds,
+         lambda o=out_f["r4"]: K._spmm_bias_act(*sp, w, b, o, 1)),
+        ("sparse, 8 per pass", "r8", sparse_madds,
+         lambda o=out_f["r8"]: spmm_rows8(*sp, w, b, o)),
+        ("sparse, 4 per pass, bounds checked", "r4c", sparse_madds,
+         lambda o=out_f["r4c"]: spmm_rows4_checked(*sp, w, b, o, 1)),
+        (f"sparse, 4 per pass, W1 in blocks of {BLOCK_COLS} columns", "cb", sparse_madds,
+         lambda o=out_f["cb"]: spmm_col_blocks(*sp, wb, b, o)),
+        (f"row blocks of {ROW_BLOCK}: each used W1 row loaded once for {ROW_BLOCK} rows",
+         "rb", int(nb) * ROW_BLOCK * hidden,
+         lambda o=out_f["rb"]: spmm_row_blocks(bp, bc, bv, w, b, o)),
+        ("row-block build", None, 0, lambda: row_blocks(x, ROW_BLOCK, bp, bc, bv)),
+        ("sparse, 4 per pass, rows split over 2 threads", "t2", sparse_madds,
+         lambda o=out_f["t2"]: K.run_split(K._spmm_bias_act, [
+             (ip[r0:r1 + 1], ix, iv, w, b, o[r0:r1], 1)
+             for r0, r1 in zip(halves[:-1], halves[1:])])),
+        ("the library's build + 4 per pass (what using it costs)", "lib", sparse_madds,
+         lambda o=out_f["lib"]: K.spmm_bias_act(K.csr_from_dense(x, p_ip, p_ix, p_iv),
+                                                w, b, o, True)),
+    ]
     c_cp, c_cr, c_cv, c_cf = (np.empty_like(cp), np.empty_like(cr), np.empty_like(cv),
                               np.empty_like(cf))
-    grad = {
-        "BLAS, all 784 rows": lambda o=outs["gd"]: np.matmul(x.T, dd, out=o),
-        f"BLAS on the {hi - lo} used rows, {lo} to {hi - 1} (the fused step)":
-            lambda o=outs["gr"]: (np.matmul(x[:, lo:hi].T, dd, out=o[lo:hi]),
-                                              o[:lo].fill(0), o[hi:].fill(0)),
-        "CSR scatter (the library's), CSR prebuilt":
-            lambda o=outs["gs"]: K._spmm_tn(*sp, dd, o),
-        "CSC build": lambda: csc_from_dense(x, c_cp, c_cr, c_cv, c_cf),
-        "CSC, each gradient row summed once, CSC prebuilt":
-            lambda o=outs["gc"]: csc_grad(cp, cr, cv, dd, o, 0, d),
-        "CSC, pixels split over 2 threads, CSC prebuilt":
-            lambda o=outs["gc2"]: K.run_split(csc_grad, [
-                (cp, cr, cv, dd, o, p0, p1) for p0, p1 in zip(pix_halves[:-1], pix_halves[1:])]),
-    }
-    rounds_f = [time_interleaved(fwd, reps) for _ in range(rounds)]
-    rounds_g = [time_interleaved(grad, reps) for _ in range(rounds)]
-
-    dense_madds = n * d * hidden
-    range_madds = n * (hi - lo) * hidden
-    sparse_madds = int(nnz) * hidden
+    grad = [
+        ("BLAS, all 784 rows", "gd", dense_madds,
+         lambda o=out_g["gd"]: np.matmul(x.T, dd, out=o)),
+        (f"BLAS on the {hi - lo} used rows, {lo} to {hi - 1} (the fused step)", "gr",
+         range_madds, lambda o=out_g["gr"]: (np.matmul(x[:, lo:hi].T, dd, out=o[lo:hi]),
+                                             o[:lo].fill(0), o[hi:].fill(0))),
+        ("CSR scatter (the library's), CSR prebuilt", "gs", sparse_madds,
+         lambda o=out_g["gs"]: K._spmm_tn(*sp, dd, o)),
+        ("CSC build", None, 0, lambda: csc_from_dense(x, c_cp, c_cr, c_cv, c_cf)),
+        ("CSC, each gradient row summed once, CSC prebuilt", "gc", sparse_madds,
+         lambda o=out_g["gc"]: csc_grad(cp, cr, cv, dd, o, 0, d)),
+        ("CSC, pixels split over 2 threads, CSC prebuilt", "gc2", sparse_madds,
+         lambda o=out_g["gc2"]: K.run_split(csc_grad, [
+             (cp, cr, cv, dd, o, p0, p1) for p0, p1 in zip(pix_halves[:-1], pix_halves[1:])])),
+    ]
     rows = []
-    for part, per_round, keys, refv in (("forward", rounds_f, keys_f, ref),
-                                        ("gradient", rounds_g, keys_g, gref)):
-        names = list(per_round[0])
-        base = names[1]                    # the BLAS product the fused step runs
-        for name, key in zip(names, keys):
-            if key is None:
-                madds = 0
-            elif key in ("dense", "gd"):
-                madds = dense_madds
-            elif key in ("range", "gr"):
-                madds = range_madds
-            elif key == "rb":
-                madds = int(nb) * ROW_BLOCK * hidden
-            else:
-                madds = sparse_madds
+    for part, table, outs, refv in (("forward", fwd, out_f, ref),
+                                    ("gradient", grad, out_g, gref)):
+        per_round = [time_interleaved({name: call for name, _, _, call in table}, reps)
+                     for _ in range(rounds)]
+        base = table[1][0]                 # the BLAS product the fused step runs
+        for name, key, madds, _ in table:
             err = None
             if key is not None:
                 o = outs[key]
