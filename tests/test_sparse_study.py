@@ -181,3 +181,15 @@ def test_processes_goes_with_sparse_only(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and err.strip() == "error: --processes goes with --sparse only"
     assert not (tmp_path / "b").exists()
+
+
+def test_the_report_warns_when_the_machine_was_busy(tmp_path):
+    result = bench.run_sparse_study(batch_size=16, reps=1, rounds=1, processes=1,
+                                    x=data(64, 784, seed=5))
+    cores = result["machine"]["usable_cores"]
+    result["machine"]["load_average"] = [0.1, 0.1, 0.1]
+    assert bench.busy_warning(result) == "" and "Warning" not in bench.sparse_markdown(result)
+    result["machine"]["load_average"] = [cores + 0.5, 1.0, 1.0]
+    text = bench.sparse_markdown(result)
+    assert f"the load average before the run was {cores + 0.5:.2f} on {cores} cores" in text
+    assert text.index("Warning") < text.index("| Forward")

@@ -1394,11 +1394,29 @@ def run_sparse_study(*, batch_size: int = 128, seed: int = 0, reps: int = 50,
     return result
 
 
+def busy_warning(result: dict) -> str:
+    """A warning when the load before the run shows another program on the cores, else ''.
+
+    BLAS spreads each product over every core and suffers most when one is taken: in a
+    run beside another build on two cores, BLAS took 75 times its quiet time while the
+    one-thread kernels hardly slowed, so every ratio to BLAS was meaningless.
+    """
+    m = result["machine"]
+    load, cores = (m.get("load_average") or [0])[0], m.get("usable_cores") or 1
+    if load <= max(cores - 1, 0.5 * cores):
+        return ""
+    return (f"**Warning:** the load average before the run was {load:.2f} on {cores} cores: "
+            "another program was using them. BLAS's threads suffer most from that, so the "
+            "ratios to BLAS below are not to be trusted; run again on a quiet machine.")
+
+
 def sparse_markdown(result: dict) -> str:
-    """The report of :func:`run_sparse_study`."""
+    """The report of :func:`run_sparse_study` (with :func:`busy_warning` first, if any)."""
     from . import sparse_study
 
-    return sparse_study.to_markdown(result["sparse_study"], machine_line(result))
+    warning = busy_warning(result)
+    head = machine_line(result) + (f"\n\n{warning}" if warning else "")
+    return sparse_study.to_markdown(result["sparse_study"], head)
 
 
 def to_markdown(result: dict) -> str:
